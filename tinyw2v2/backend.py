@@ -1,0 +1,235 @@
+"""Array backends: the one place that knows about CuPy.
+
+Every op asks ``get_array_module(*arrays)`` for ``xp`` (NumPy, CuPy, or the emulated device used in
+tests) and computes with it, so one code path serves the CPU and the GPU (DeZero's idea).
+
+Devices are named by strings:
+
+- ``"cpu"``: NumPy arrays.
+- ``"cuda"`` (or ``"cuda:N"``): CuPy arrays, when CuPy is installed and a GPU answers.
+- ``"emulated"``: NumPy arrays behind a wrapper that behaves like a device array library: it refuses
+  implicit conversion to NumPy and refuses to mix with host arrays (see ``tinyw2v2/_emulated.py``).
+  Tests run on it so that host-copy bugs that CuPy would raise are caught on machines without a GPU.
+
+Host copies happen only through ``to_numpy`` (and ``Tensor.item()`` / ``float()``), each a sync point.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _emulated
+
+try:  # CuPy is optional: ``pip install tinyw2v2[gpu]``.
+    import cupy as _cupy
+    import cupyx as _cupyx
+    import cupyx.scipy.special as _cupy_special
+except Exception:  # pragma: no cover - depends on the machine
+    _cupy = None
+    _cupyx = None
+    _cupy_special = None
+
+_cuda_ok: bool | None = None
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports *and* a tiny allocation on the GPU works (CuPy imports without a GPU)."""
+    global _cuda_ok
+    if _cuda_ok is None:
+        if _cupy is None:
+            _cuda_ok = False
+        else:
+            try:
+                _cupy.zeros(1).sum().item()
+                _cuda_ok = True
+            except Exception:  # pragma: no cover - depends on the machine
+                _cuda_ok = False
+    return _cuda_ok
+
+
+def is_cupy_array(a) -> bool:
+    return _cupy is not None and isinstance(a, _cupy.ndarray)
+
+
+def is_array(a) -> bool:
+    """True for any array this library computes with (host, emulated device or CuPy)."""
+    return isinstance(a, (np.ndarray, _emulated.DeviceArray)) or is_cupy_array(a)
+
+
+def get_array_module(*arrays):
+    """Return ``numpy``, ``cupy`` or the emulated-device namespace for the given arrays.
+
+    Non-arrays (Python scalars, None) are ignored. Mixing host and device arrays raises ``TypeError``.
+    """
+    found = None
+    for a in arrays:
+        if is_cupy_array(a):
+            xp = _cupy
+        elif isinstance(a, _emulated.DeviceArray):
+            xp = _emulated.xp
+        elif isinstance(a, (np.ndarray, np.generic)):
+            xp = np
+        else:
+            continue
+        if found is None:
+            found = xp
+        elif xp is not found:
+            raise TypeError(
+                "arrays live on different devices "
+                f"({_name(found)} and {_name(xp)}); move them with Tensor.to(device) first"
+            )
+    return np if found is None else found
+
+
+def _name(xp) -> str:
+    return {np: "cpu"}.get(xp, "cuda" if xp is _cupy else "emulated")
+
+
+def device_of(a) -> str:
+    """The device string of an array: 'cpu', 'cuda:N' or 'emulated'."""
+    if is_cupy_array(a):
+        return f"cuda:{a.device.id}"
+    if isinstance(a, _emulated.DeviceArray):
+        return "emulated"
+    return "cpu"
+
+
+def normalize_device(device) -> str:
+    device = str(device)
+    if device == "cuda":
+        return "cuda:0"
+    if device in ("cpu", "emulated") or device.startswith("cuda:"):
+        return device
+    raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'emulated'")
+
+
+def to_device(a, device):
+    """Explicit copy of an array (or anything ``np.asarray`` takes) to ``device``."""
+    device = normalize_device(device)
+    if device_of(a) == device and is_array(a):
+        return a
+    host = to_numpy(a)
+    if device == "cpu":
+        return host
+    if device == "emulated":
+        return _emulated.DeviceArray(host)
+    if not cuda_available():
+        raise RuntimeError(
+            f"device {device!r} asked for, but no GPU is usable here "
+            "(install the extra: pip install 'tinyw2v2[gpu]', and check `nvidia-smi`); use device='cpu'"
+        )
+    with _cupy.cuda.Device(int(device.split(":")[1])):
+        return _cupy.asarray(host)
+
+
+def to_numpy(a) -> np.ndarray:
+    """Explicit host copy (a sync point on a GPU)."""
+    if is_cupy_array(a):
+        return _cupy.asnumpy(a)
+    if isinstance(a, _emulated.DeviceArray):
+        return _emulated.to_host(a)
+    return np.asarray(a)
+
+
+def check_same_device(arrays, where: str) -> None:
+    """Raise a clear error when ``arrays`` mix host and device arrays."""
+    devices = {device_of(a) for a in arrays if is_array(a)}
+    if len(devices) > 1:
+        raise TypeError(
+            f"{where}: inputs live on different devices {sorted(devices)}; "
+            "move them to one device with Tensor.to(device) (nothing is copied implicitly)"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Primitives that differ between backends
+
+
+def scatter_add(target, indices, values) -> None:
+    """``target[indices] += values`` that accumulates repeated indices (like ``numpy.add.at``), in place."""
+    xp = get_array_module(target)
+    if xp is np:
+        np.add.at(target, indices, values)
+    elif xp is _emulated.xp:
+        _emulated.add_at(target, indices, values)
+    else:  # pragma: no cover - GPU only
+        _cupyx.scatter_add(target, indices, values)
+
+
+def sliding_window(x, window: int, step: int, axis: int = -1):
+    """Read-only strided view of windows along ``axis``: (..., T, ...) -> (..., T_out, ..., window).
+
+    Window index is the last axis, T_out = (T - window) // step + 1 windows starting every ``step``.
+    """
+    xp = get_array_module(x)
+    if xp is _emulated.xp:
+        return _emulated.apply_host(lambda a: sliding_window(a, window, step, axis), x)
+    if xp is np:
+        view = np.lib.stride_tricks.sliding_window_view(x, window, axis=axis)
+    else:  # pragma: no cover - GPU only
+        view = _cupy.lib.stride_tricks.sliding_window_view(x, window, axis=axis)
+    ax = axis % x.ndim
+    index = [slice(None)] * view.ndim
+    index[ax] = slice(None, None, step)
+    return view[tuple(index)]
+
+
+# erf: exact (SciPy / cupyx) for float64, and a fast rational approximation for float32.
+# Abramowitz & Stegun 7.1.26: |error| <= 1.5e-7 in exact arithmetic, <= 1e-6 evaluated in float32
+# (a few float32 ulps of 1; what matters in GELU's 1 + erf), and it costs one exp.
+_AS_P = 0.3275911
+_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def erf(x, exact: bool | None = None):
+    """Error function. float64 (or ``exact=True``) is exact; float32 uses a rational form (|error| <= 1e-6).
+
+    ``scipy.special.erf`` costs about 9 exps per element, which would dominate a small model's forward.
+    """
+    xp = get_array_module(x)
+    if exact is None:
+        exact = x.dtype != np.float32
+    if exact:
+        if xp is np:
+            import scipy.special
+
+            return scipy.special.erf(x)
+        if xp is _emulated.xp:
+            return _emulated.apply_host(lambda a: erf(a, exact=True), x)
+        return _cupy_special.erf(x)  # pragma: no cover - GPU only
+    dtype = x.dtype
+    # in place on fresh temporaries: each step is one pass over memory
+    a = xp.abs(x)
+    t = a * dtype.type(_AS_P)
+    t += 1
+    xp.reciprocal(t, out=t)                      # t = 1 / (1 + p|x|)
+    poly = t * dtype.type(_AS_A[4])
+    for c in _AS_A[3::-1]:                       # Horner: ((a5 t + a4) t + a3) t ...
+        poly += dtype.type(c)
+        poly *= t
+    a *= a
+    xp.negative(a, out=a)
+    xp.exp(a, out=a)                             # exp(-x^2)
+    poly *= a
+    xp.subtract(1, poly, out=poly)               # erf(|x|) = 1 - poly * exp(-x^2)
+    xp.copysign(poly, x, out=poly)               # erf is odd
+    return poly
+
+
+# ----------------------------------------------------------------------------------------------
+# Random numbers: one generator per device
+
+
+def default_rng(seed=None, device="cpu"):
+    """A random Generator that draws directly on ``device`` (NumPy's, CuPy's, or emulated)."""
+    device = normalize_device(device)
+    if device == "cpu":
+        return np.random.default_rng(seed)
+    if device == "emulated":
+        return _emulated.Generator(seed)
+    if not cuda_available():
+        raise RuntimeError(f"device {device!r}: no usable GPU here; use device='cpu'")
+    return _cupy.random.default_rng(seed)  # pragma: no cover - GPU only
+
+

@@ -1,0 +1,11 @@
+"""``tinyw2v2.functional``: the differentiable building blocks, named like ``torch.nn.functional``.
+
+    import tinyw2v2.functional as F
+    y = F.conv1d(x, w, stride=5)
+
+Each function is one ``Function`` with a hand-written backward; the derivations are in ``docs/``.
+"""
+from .ops.softmax import log_softmax, logsumexp, softmax  # noqa: F401
+from .ops import pad, sigmoid, tanh  # noqa: F401
+
+# --- op families (issue 3): each line imports one family's public functions ---------------------
