@@ -41,11 +41,11 @@ def add(op, shapes, fn, make, **options):
     CASES.append(Case(op, shapes, fn, make, "core", options))
 
 
-for name, f in [("add", ops.add), ("sub", ops.sub), ("mul", ops.mul)]:
-    add(name, "(3,4)+(3,4)", f, two((3, 4), (3, 4)))
-    add(name, "(2,3,5)+(5,) broadcast", f, two((2, 3, 5), (5,)))
-    add(name, "(4,1,3)+(1,2,1) size-1", f, two((4, 1, 3), (1, 2, 1)))
-    add(name, "T(3,4)+(4,3) transposed", lambda a, b, f=f: f(T(a), b), two((3, 4), (4, 3)))
+for name, f, s in [("add", ops.add, "+"), ("sub", ops.sub, "-"), ("mul", ops.mul, "*")]:
+    add(name, f"(3,4){s}(3,4)", f, two((3, 4), (3, 4)))
+    add(name, f"(2,3,5){s}(5,) broadcast", f, two((2, 3, 5), (5,)))
+    add(name, f"(4,1,3){s}(1,2,1) size-1", f, two((4, 1, 3), (1, 2, 1)))
+    add(name, f"T(3,4){s}(4,3) transposed", lambda a, b, f=f: f(T(a), b), two((3, 4), (4, 3)))
 add("div", "(3,4)/(3,4)", ops.div, two((3, 4), (3, 4), n, pos))
 add("div", "(2,5)/(5,) broadcast", ops.div, two((2, 5), (5,), n, pos))
 add("div", "scalar/(1,3,1)", lambda b: ops.div(2.5, b), lambda rng: (pos(1, 3, 1)(rng),))
