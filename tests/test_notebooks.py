@@ -30,7 +30,7 @@ def test_notebook_runs_top_to_bottom(src, tmp_path, monkeypatch):
 def test_committed_notebook_matches_source(src):
     built = ROOT / "notebooks" / f"{src.stem}.ipynb"
     assert built.exists(), f"run: python notebooks/build.py {src.stem}"
-    committed = [c["source"] for c in json.loads(built.read_text())["cells"]]
+    committed = ["".join(c["source"]) for c in json.loads(built.read_text())["cells"]]
     fresh = [c["source"] for c in build.parse(src.read_text()).cells]
     assert committed == fresh, f"{built.name} is stale: run python notebooks/build.py {src.stem}"
     outputs = [c.get("outputs") for c in json.loads(built.read_text())["cells"] if c["cell_type"] == "code"]
