@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from harness import parse_args, run_table  # noqa: E402
 
-FAMILIES = ["core", "conv", "norm", "activation", "attention", "quantize", "loss"]
+FAMILIES = ["core", "conv", "norm", "activation", "attention", "quantize", "loss", "ctc"]
 
 
 def main():

@@ -12,3 +12,4 @@ from .ops import pad, sigmoid, tanh  # noqa: F401
 from .ops.quantize import codevector_lookup, gumbel_noise, gumbel_softmax  # noqa: F401
 from .ops.contrastive import (codevector_perplexity, contrastive_logits, contrastive_loss,  # noqa: F401
                               cosine_similarity, diversity_loss, feature_penalty, grad_scale)
+from .ops.ctc import ctc_loss  # noqa: F401,E402

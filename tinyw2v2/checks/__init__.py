@@ -17,7 +17,7 @@ from .. import backend
 from ..gradcheck import gradcheck
 from ..tensor import Tensor
 
-FAMILIES = ["core", "conv", "norm", "activation", "attention", "quantize", "loss"]
+FAMILIES = ["core", "conv", "norm", "activation", "attention", "quantize", "loss", "ctc"]
 
 
 @dataclass

@@ -1,0 +1,237 @@
+"""CTC loss (tinyw2v2/ops/ctc.py): equal to torch.nn.functional.ctc_loss in value and gradient (float64),
+equal to a brute-force sum over every alignment, planted bugs caught, the same on every device.
+Gradient checks on awkward shapes live in tinyw2v2/checks/ctc.py (run by tests/test_gradchecks.py)."""
+import itertools
+
+import numpy as np
+import pytest
+
+import tinyw2v2 as tw
+from tinyw2v2 import backend, ops
+from tinyw2v2.gradcheck import GradcheckError
+from tinyw2v2.ops.ctc import CTCLoss, ctc_loss
+
+from conftest import torch_or_skip
+
+
+def log_softmax(x):
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def ours(x, targets, il, tl, v=None, through_log_softmax=True, **kw):
+    """Loss and the gradient of sum(v * loss) w.r.t. x (the logits, or the log-probs themselves)."""
+    t = tw.tensor(x, requires_grad=True, dtype=tw.float64)
+    loss = ctc_loss(ops.log_softmax(t, -1) if through_log_softmax else t, targets, il, tl, **kw)
+    v = np.ones(loss.shape) if v is None else v
+    (loss * tw.tensor(v, dtype=tw.float64)).sum().backward()
+    return loss.numpy(), t.grad
+
+
+def theirs(x, targets, il, tl, v=None, through_log_softmax=True, **kw):
+    torch = torch_or_skip()
+    t = torch.tensor(x, requires_grad=True)
+    loss = torch.nn.functional.ctc_loss(t.log_softmax(-1) if through_log_softmax else t, torch.tensor(targets),
+                                        torch.tensor(il), torch.tensor(tl), **kw)
+    v = np.ones(tuple(loss.shape)) if v is None else v
+    (loss * torch.tensor(v)).sum().backward()
+    return loss.detach().numpy(), t.grad.numpy()
+
+
+# (T, N, C, targets, input_lengths, target_lengths): the situations the issue names, and more
+SITUATIONS = {
+    "repeated labels": (7, 3, 5, [[1, 1, 2], [3, 3, 3], [2, 4, 4]], [7, 7, 6], [3, 3, 3]),
+    "blank-only (empty) targets": (5, 2, 4, [[0, 0], [1, 0]], [5, 3], [0, 1]),
+    "targets as long as the input allows": (4, 2, 5, [[1, 1, 2, 0], [1, 2, 3, 4]], [4, 4], [3, 4]),
+    "impossible alignment": (5, 3, 4, [[1, 1, 1], [1, 2, 3], [2, 2, 0]], [4, 5, 2], [3, 3, 2]),
+    "varying lengths, odd T, batch of 4": (9, 4, 6, [[5, 1, 5, 5], [2, 4, 0, 0], [1, 0, 0, 0], [3, 3, 1, 2]],
+                                           [9, 4, 1, 7], [4, 2, 1, 4]),
+    "zero-length input": (3, 2, 3, [[1], [1]], [0, 0], [0, 1]),
+    "batch of 1": (6, 1, 3, [[2, 1, 2]], [6], [3]),
+}
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+@pytest.mark.parametrize("name", list(SITUATIONS))
+def test_equals_torch_value_and_gradient(name, reduction, zero_infinity):
+    T, N, C, targets, il, tl = SITUATIONS[name]
+    rng = np.random.default_rng(len(name))
+    x = 2 * rng.standard_normal((T, N, C))
+    targets = np.array(targets)
+    v = rng.standard_normal(N) if reduction == "none" else None
+    kw = dict(reduction=reduction, zero_infinity=zero_infinity)
+    loss, grad = ours(x, targets, il, tl, v, **kw)
+    t_loss, t_grad = theirs(x, targets, il, tl, v, **kw)
+    np.testing.assert_allclose(loss, t_loss, rtol=1e-12, atol=1e-12)  # inf where torch gives inf
+    # torch's gradient is NaN for an impossible sample without zero_infinity; ours is 0 there
+    nan = np.isnan(t_grad)
+    assert not np.isnan(grad).any()
+    assert (grad[nan] == 0).all()
+    np.testing.assert_allclose(grad[~nan], t_grad[~nan], rtol=1e-10, atol=1e-12)
+    if "impossible" in name and not zero_infinity:
+        assert nan.any() and np.isinf(t_loss).any()  # the documented difference is still torch's behaviour
+
+
+def test_concatenated_targets_and_blank_not_zero():
+    rng = np.random.default_rng(1)
+    T, N, C = 8, 3, 5
+    x = rng.standard_normal((T, N, C))
+    flat, il, tl = np.array([0, 0, 1, 3, 2, 2, 0]), [8, 6, 7], [3, 1, 3]  # blank = 4
+    for reduction in ("none", "mean"):
+        v = rng.standard_normal(N) if reduction == "none" else None
+        loss, grad = ours(x, flat, il, tl, v, blank=4, reduction=reduction)
+        t_loss, t_grad = theirs(x, flat, il, tl, v, blank=4, reduction=reduction)
+        np.testing.assert_allclose(loss, t_loss, rtol=1e-12)
+        np.testing.assert_allclose(grad, t_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_unbatched_input():
+    torch = torch_or_skip()
+    rng = np.random.default_rng(2)
+    x = log_softmax(rng.standard_normal((6, 4)))
+    loss = ctc_loss(tw.tensor(x, dtype=tw.float64), [1, 3, 3], 6, 3, reduction="none")
+    t = torch.nn.functional.ctc_loss(torch.tensor(x), torch.tensor([1, 3, 3]), torch.tensor(6), torch.tensor(3),
+                                     reduction="none")
+    assert loss.shape == () and np.isclose(loss.item(), t.item(), rtol=1e-12)
+
+
+def test_raw_log_probs_gradient_is_torch_minus_its_softmax_term():
+    """On free (unnormalised) log_probs, ours is d loss / d log_probs; torch's kernel adds exp(log_probs) * g[n]
+    on each sample's real frames. Through log_softmax the two agree (tested above)."""
+    rng = np.random.default_rng(3)
+    T, N, C = 7, 3, 4
+    x = rng.standard_normal((T, N, C))  # not normalised
+    targets, il, tl = np.array([[1, 1, 2], [3, 2, 0], [1, 0, 0]]), [7, 5, 6], [3, 2, 1]
+    v = rng.standard_normal(N)
+    loss, grad = ours(x, targets, il, tl, v, through_log_softmax=False, reduction="none")
+    t_loss, t_grad = theirs(x, targets, il, tl, v, through_log_softmax=False, reduction="none")
+    np.testing.assert_allclose(loss, t_loss, rtol=1e-12)
+    frame = np.arange(T)[:, None] < np.array(il)[None, :]  # (T, N)
+    np.testing.assert_allclose(grad + np.exp(x) * (v * frame)[:, :, None], t_grad, rtol=1e-10, atol=1e-12)
+    assert tw.gradcheck(lambda a: ctc_loss(a, targets, il, tl, reduction="none"), x)  # ours is the true derivative
+
+
+def brute_force(log_probs, target, blank=0):
+    """-log of the sum over every path in C^T that collapses (merge repeats, drop blanks) to ``target``."""
+    T, C = log_probs.shape
+    total = 0.0
+    for path in itertools.product(range(C), repeat=T):
+        collapsed = [c for i, c in enumerate(path) if c != blank and (i == 0 or c != path[i - 1])]
+        if collapsed == list(target):
+            total += np.exp(sum(log_probs[t, c] for t, c in enumerate(path)))
+    return -np.log(total) if total > 0 else np.inf
+
+
+def test_equals_brute_force_sum_over_alignments():
+    """The definition itself, independent of torch: T=6, C=3 has 729 paths."""
+    rng = np.random.default_rng(4)
+    x = log_softmax(rng.standard_normal((6, 5, 3)))
+    targets = np.array([[1, 1, 2], [2, 2, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1]])
+    tl, il = np.array([3, 2, 1, 0, 3]), np.array([6, 5, 6, 4, 4])
+    loss = ctc_loss(tw.tensor(x, dtype=tw.float64), targets, il, tl, reduction="none").numpy()
+    expected = [brute_force(x[:il[n], n], targets[n, :tl[n]]) for n in range(5)]
+    np.testing.assert_allclose(loss, expected, rtol=1e-12)
+    assert np.isinf(loss[4])  # [1, 1, 1] needs 5 frames: no alignment in 4
+
+
+def test_posteriors_sum_to_one_per_frame():
+    """sum_c dloss/dlog_probs[t, n, c] = -g[n] on real frames (the state posteriors sum to 1), 0 after."""
+    rng = np.random.default_rng(5)
+    x = log_softmax(rng.standard_normal((10, 3, 6)))
+    il = np.array([10, 7, 4])
+    t = tw.tensor(x, requires_grad=True, dtype=tw.float64)
+    ctc_loss(t, np.array([[1, 2, 2], [5, 5, 0], [3, 0, 0]]), il, [3, 2, 1], reduction="sum").backward()
+    np.testing.assert_allclose(t.grad.sum(-1), -(np.arange(10)[:, None] < il[None, :]).astype(float), atol=1e-12)
+
+
+def test_no_grad_forward_meets_in_the_middle_and_equals_the_full_forward():
+    rng = np.random.default_rng(6)
+    for T in (1, 2, 7, 8, 30):
+        x = log_softmax(rng.standard_normal((T, 3, 5)))
+        args = (np.array([[1, 2], [3, 3], [4, 0]]), [T, max(T - 3, 0), T // 2], [min(2, T), 2 if T >= 3 else 0, 1])
+        full = ctc_loss(tw.tensor(x, requires_grad=True, dtype=tw.float64), *args, reduction="none").numpy()
+        with tw.no_grad():
+            half = ctc_loss(tw.tensor(x, dtype=tw.float64), *args, reduction="none").numpy()
+        np.testing.assert_allclose(half, full, rtol=1e-12)
+
+
+def test_float32_long_peaked_sequence_stays_accurate():
+    """Log space keeps float32 finite and accurate where probabilities underflow (loss in the thousands)."""
+    rng = np.random.default_rng(7)
+    T, N, C, S = 400, 2, 30, 60
+    x = 8 * rng.standard_normal((T, N, C))  # peaked, and mostly disagreeing with the targets
+    targets = rng.integers(1, C, (N, S))
+    lp = log_softmax(x)
+    l64, g64 = ours(x, targets, [400, 333], [60, 45], reduction="sum")
+    t = tw.tensor(x.astype(np.float32), requires_grad=True)
+    l32 = ctc_loss(ops.log_softmax(t, -1), targets, [400, 333], [60, 45], reduction="sum")
+    l32.backward()
+    assert l64 > 1000 and np.isfinite(lp).all()
+    np.testing.assert_allclose(l32.item(), l64, rtol=1e-5)
+    # gamma = exp(alpha + beta - E - log p) cancels numbers near the loss (~7800) in float32: torch's float32
+    # gradient is off by 1.5e-3 here as well
+    np.testing.assert_allclose(t.grad, g64, atol=3e-3)
+
+
+def test_device_float32_equals_cpu(device):
+    rng = np.random.default_rng(8)
+    x = log_softmax(rng.standard_normal((13, 4, 7))).astype(np.float32)
+    targets = np.array([[1, 1, 2, 6], [3, 0, 0, 0], [5, 4, 5, 4], [2, 2, 2, 2]])
+    il, tl = np.array([13, 9, 12, 6]), np.array([4, 1, 4, 4])  # the last sample is impossible
+    results = {}
+    for dev in ("cpu", device):
+        t = tw.tensor(x, requires_grad=True, device=dev)
+        loss = ctc_loss(t, backend.to_device(targets, dev), backend.to_device(il, dev), backend.to_device(tl, dev),
+                        reduction="none")
+        loss.backward(backend.to_device(np.array([0.3, -1.0, 2.0, 0.5], dtype=np.float32), dev))
+        assert loss.device.startswith(dev.split(":")[0]) and t.grad is not None
+        results[dev] = (loss.numpy(), backend.to_numpy(t.grad))
+    np.testing.assert_allclose(results[device][0], results["cpu"][0], rtol=1e-5)
+    np.testing.assert_allclose(results[device][1], results["cpu"][1], rtol=1e-4, atol=1e-6)
+    assert np.isinf(results["cpu"][0][3]) and (results["cpu"][1][:, 3] == 0).all()
+
+
+class ForgetsTheDoubleEmission(CTCLoss):
+    """alpha and beta both include y[t, s]: dropping the division by it is the classic CTC backward bug."""
+
+    def backward(self, g):
+        self.E = self.E * 0
+        return CTCLoss.backward(self, g)
+
+
+class ForgetsTheTargetLength(CTCLoss):
+    """'mean' divides each loss by its target length before averaging: a backward that only divides by N."""
+
+    def backward(self, g):
+        if self.scale is not None:
+            self.scale = self.scale * 0 + 1 / self.scale.shape[0]
+        return CTCLoss.backward(self, g)
+
+
+@pytest.mark.parametrize("bug", [ForgetsTheDoubleEmission, ForgetsTheTargetLength])
+def test_planted_bug_is_caught(bug, monkeypatch):
+    import tinyw2v2.ops.ctc as module
+
+    monkeypatch.setattr(module, "CTCLoss", bug)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, 2, 4))
+    with pytest.raises(GradcheckError):
+        tw.gradcheck(lambda a: module.ctc_loss(a, np.array([[1, 1, 2], [3, 0, 0]]), [6, 5], [3, 1]), x)
+    monkeypatch.undo()
+    assert tw.gradcheck(lambda a: ctc_loss(a, np.array([[1, 1, 2], [3, 0, 0]]), [6, 5], [3, 1]), x)
+
+
+def test_bad_inputs_are_refused():
+    x = tw.tensor(np.zeros((4, 2, 3)))
+    with pytest.raises(ValueError, match="input_lengths"):
+        ctc_loss(x, np.array([[1], [2]]), [5, 4], [1, 1])
+    with pytest.raises(ValueError, match="target_lengths"):
+        ctc_loss(x, np.array([[1], [2]]), [4, 4], [2, 1])
+    with pytest.raises(ValueError, match="blank"):
+        ctc_loss(x, np.array([[0], [2]]), [4, 4], [1, 1])
+    with pytest.raises(ValueError, match="labels"):
+        ctc_loss(x, np.array([[3], [2]]), [4, 4], [1, 1])
+    with pytest.raises(ValueError, match="reduction"):
+        ctc_loss(x, np.array([[1], [2]]), [4, 4], [1, 1], reduction="avg")
+    with pytest.raises(ValueError, match="1-D targets"):
+        ctc_loss(x, np.array([1, 2, 1]), [4, 4], [1, 1])
