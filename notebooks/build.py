@@ -63,7 +63,8 @@ def build(src: Path, out_dir: Path = HERE, run: bool = True) -> Path:
 
 
 def main(argv):
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # the inline backend puts each figure into the notebook (Agg would show nothing)
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     for src in sorted((HERE / "src").glob("*.py")):
         if not argv or any(a in src.stem for a in argv):
             build(src)

@@ -12,4 +12,6 @@ from .ops import pad, sigmoid, tanh  # noqa: F401
 from .ops.quantize import codevector_lookup, gumbel_noise, gumbel_softmax  # noqa: F401
 from .ops.contrastive import (codevector_perplexity, contrastive_logits, contrastive_loss,  # noqa: F401
                               cosine_similarity, diversity_loss, feature_penalty, grad_scale)
+from .ops.norm import group_norm, layer_norm  # noqa: F401,E402
+from .ops.activation import dropout, dropout_mask, gelu, linear  # noqa: F401,E402
 from .ops.ctc import ctc_loss  # noqa: F401,E402
