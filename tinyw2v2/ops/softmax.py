@@ -2,29 +2,66 @@
 
 Rows that are entirely -inf (every candidate masked) give logsumexp = -inf, softmax = 0,
 log_softmax = -inf, and zero gradients: no NaN appears anywhere.
+
+Speed: each op allocates one full-size array (its output) and works in place on it (``out=``), and the
+row sums / row dot products are ``einsum`` contractions (no temporary, faster than ``sum`` on short rows).
+On NumPy the max-shift is skipped when every |x| <= 60 (``_shifted_exp``). Derivations: docs/attention.md.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..tensor import Function
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+_NO_SHIFT_BOUND = 60.0
+
+
+def _rowsum(axis, *arrays):
+    """sum_j prod_k arrays[k]_j along ``axis``, kept as size 1 (one einsum: no temporary for the product)."""
+    a = arrays[0]
+    xp = get_array_module(a)
+    ax = axis % a.ndim
+    sub = _LETTERS[:a.ndim]
+    out = xp.einsum(",".join([sub] * len(arrays)) + "->" + sub.replace(sub[ax], ""), *arrays)  # (..., [1 removed])
+    return xp.expand_dims(out, ax)  # (..., 1, ...)
+
+
+def _shifted_exp(x, axis):
+    """(m, e, s): the shift m, e = exp(x - m) (a fresh array) and s = sum_j e_j along ``axis``.
+
+    m is the row max (0 for an all -inf row), except on NumPy when every entry lies in [-60, 60]: then
+    exp(x) can neither overflow nor lose a row's largest term (e^-60 is a normal float), and the shift is
+    skipped (m = 0), which saves a reduction and a pass on short rows. Two global reductions decide it; the
+    comparison needs their values on the host, a sync point on a GPU, so CuPy always shifts.
+    """
+    xp = get_array_module(x)
+    if xp is np and x.size and -_NO_SHIFT_BOUND <= x.min() and x.max() <= _NO_SHIFT_BOUND:  # False for NaN, -inf
+        m, e = xp.zeros((), dtype=x.dtype), xp.exp(x)
+    else:
+        m = x.max(axis=axis, keepdims=True)
+        m = xp.where(xp.isfinite(m), m, xp.zeros((), dtype=x.dtype))  # all -inf row: shift by 0 (small array)
+        e = x - m
+        xp.exp(e, out=e)  # exp(-inf) = 0
+    return m, e, _rowsum(axis, e)
 
 
 def _logsumexp(x, axis):
     """log sum_j exp(x_j) along ``axis`` (kept as size 1), shifting by the row max; -inf for all -inf rows."""
     xp = get_array_module(x)
-    m = x.max(axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros((), dtype=x.dtype))  # all -inf row: shift by 0
-    s = xp.exp(x - m).sum(axis=axis, keepdims=True)
+    m, _, s = _shifted_exp(x, axis)
     with _quiet(xp):
         return m + xp.log(s)  # log(0) = -inf for an all -inf row
 
 
 def _softmax(x, axis):
     xp = get_array_module(x)
-    lse = _logsumexp(x, axis)
-    finite = xp.isfinite(lse)
-    lse = xp.where(finite, lse, xp.zeros((), dtype=x.dtype))
-    return xp.exp(x - lse) * finite  # all -inf rows: exp(-inf) = 0
+    _, y, s = _shifted_exp(x, axis)
+    s += s == 0  # all -inf row: y is all 0, divide by 1 instead of 0
+    xp.reciprocal(s, out=s)
+    y *= s
+    return y
 
 
 class _quiet:
@@ -53,7 +90,9 @@ class Softmax(Function):
 
     def backward(self, g):
         (y,) = self.saved_tensors
-        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
+        dx = g - _rowsum(self.axis, g, y)  # g - sum_j g_j y_j (fresh array)
+        dx *= y
+        return dx
 
 
 class LogSoftmax(Function):
@@ -62,17 +101,22 @@ class LogSoftmax(Function):
     def forward(self, x, axis=-1):
         xp = get_array_module(x)
         self.axis = axis
-        lse = _logsumexp(x, axis)
-        y = x - xp.where(xp.isfinite(lse), lse, xp.zeros((), dtype=x.dtype))  # all -inf row stays -inf
+        m, e, s = _shifted_exp(x, axis)
+        with _quiet(xp):
+            lse = m + xp.log(s)  # (..., 1, ...)
+        lse = xp.where(xp.isfinite(lse), lse, xp.zeros((), dtype=x.dtype))  # all -inf row stays -inf
+        y = xp.subtract(x, lse, out=e)  # reuse the exp buffer for the output
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved_tensors
         xp = get_array_module(y)
-        p = xp.exp(y)  # softmax(x), 0 where x = -inf
-        dx = g - p * g.sum(axis=self.axis, keepdims=True)
-        return xp.where(xp.isneginf(y), xp.zeros((), dtype=dx.dtype), dx)
+        dx = xp.exp(y)  # softmax(x), 0 where x = -inf
+        dx *= _rowsum(self.axis, g)
+        xp.subtract(g, dx, out=dx)  # g - p * sum_j g_j
+        xp.copyto(dx, xp.zeros((), dtype=dx.dtype), where=(y == -xp.inf))  # no gradient into -inf inputs
+        return dx
 
 
 class LogSumExp(Function):
@@ -89,9 +133,11 @@ class LogSumExp(Function):
         xp = get_array_module(x)
         if not self.keepdims:
             g = xp.expand_dims(g, self.axis)
-        finite = xp.isfinite(lse)
-        p = xp.exp(x - xp.where(finite, lse, xp.zeros((), dtype=x.dtype))) * finite
-        return g * p
+        lse = xp.where(xp.isfinite(lse), lse, xp.full((), xp.inf, dtype=x.dtype))  # all -inf row: exp(-inf) = 0
+        p = x - lse
+        xp.exp(p, out=p)  # softmax(x)
+        p *= g
+        return p
 
 
 def softmax(x, axis=-1):
