@@ -14,6 +14,7 @@ from .ops.contrastive import (codevector_perplexity, contrastive_logits, contras
                               cosine_similarity, diversity_loss, feature_penalty, grad_scale)
 from .ops.norm import group_norm, layer_norm  # noqa: F401,E402
 from .ops.activation import dropout, dropout_mask, gelu, linear  # noqa: F401,E402
+from .ops.conv import conv1d, weight_norm  # noqa: F401,E402
 from .ops.attention import scaled_dot_product_attention  # noqa: F401,E402
 from .ops.cross_entropy import cross_entropy  # noqa: F401,E402
 from .ops.ctc import ctc_loss  # noqa: F401,E402
