@@ -1,0 +1,1 @@
+"""Training and evaluation loops: ``pretrain`` (contrastive pretraining) and the checkpoints they write."""
