@@ -26,7 +26,7 @@ def corpus(tmp_path_factory):
 def args_for(corpus, out, **kw):
     values = dict(data=str(corpus / "train"), eval_data=str(corpus / "test"), overrides=dict(SMALL), steps=20,
                   batch_seconds=2.0, crop_seconds=1.0, log_every=5, eval_every=10, checkpoint_every=10,
-                  eval_utterances=4, eval_seconds=1.0, out=str(out), progress=False, lr=5e-4)
+                  eval_utterances=5, eval_seconds=1.0, eval_batch=2, out=str(out), progress=False, lr=5e-4)
     values.update(kw)
     return PretrainArgs(**values)
 

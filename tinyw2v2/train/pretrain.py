@@ -66,6 +66,7 @@ class PretrainArgs:
     eval_every: int = 100
     eval_utterances: int = 48
     eval_seconds: float = 1.5
+    eval_batch: int = 16
     checkpoint_every: int = 250
     resume: bool = False
     stop_at: int | None = None         # stop (with a checkpoint) after this step, as if interrupted
@@ -185,8 +186,9 @@ def evaluate(model, eval_set, batch_size: int = 16) -> dict:
     correct = total = loss = ppl = 0.0
     with no_grad():
         for s in range(0, len(x), batch_size):
+            T = mask.shape[1]
             out = model(x[s:s + batch_size], mask_time_indices=mask[s:s + batch_size],
-                        sampled_negative_indices=negatives[s:s + batch_size])
+                        sampled_negative_indices=negatives[s:s + batch_size] - s * T)  # flat b*T+t, rebased
             n = out.num_masked
             correct += float(out.accuracy) * n
             loss += float(out.contrastive_loss)
@@ -270,7 +272,7 @@ def pretrain(args: PretrainArgs) -> dict:
         save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args)})
 
     if start == 0:
-        _append(log_path, {"step": 0, **evaluate(model, eval_set)})
+        _append(log_path, {"step": 0, **evaluate(model, eval_set, args.eval_batch)})
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     bar = _progress(args, start)
@@ -305,7 +307,7 @@ def pretrain(args: PretrainArgs) -> dict:
                     "temperature": tau, "lr": lr, "grad_norm": norm_value, "num_masked": n,
                     "seconds": round(time.perf_counter() - t_run, 3)}
             if done % args.eval_every == 0 or done == args.steps:
-                last.update(evaluate(model, eval_set))
+                last.update(evaluate(model, eval_set, args.eval_batch))
             _append(log_path, last)
             bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{last['accuracy']:.2f}",
                             ppl=f"{last['code_perplexity']:.0f}",
