@@ -118,3 +118,10 @@ def test_cli_pretrain_and_analyze(corpus, tmp_path, capsys):
     assert "PNMI" in out and "codes_vs_phones.png" in out
     result = json.loads((tmp_path / "cli" / "analysis.json").read_text())
     assert set(result) >= {"trained", "random init", "frames"}
+
+
+def test_pretraining_runs_on_the_emulated_device(corpus, tmp_path):
+    """The whole loop (batches, masks, negatives, AdamW, eval, metrics) with no implicit host copy."""
+    r = pretrain(args_for(corpus, tmp_path / "emu", device="emulated", steps=3, log_every=1, eval_every=3,
+                          checkpoint_every=3))
+    assert r["metrics"]["step"] == 3 and np.isfinite(r["metrics"]["loss"])
