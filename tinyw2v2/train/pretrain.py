@@ -95,7 +95,8 @@ def prepare_corpus(args: PretrainArgs) -> Path:
     return root
 
 
-def load_waveforms(path, min_samples: int, strict: bool, normalize: bool, limit: int | None = None):
+def load_waveforms(path, min_samples: int, strict: bool, normalize: bool, limit: int | None = None,
+                   why: str = "masking"):
     """All usable utterances of a dataset as float32 arrays (bad or too-short files reported and skipped)."""
     ds = AudioDataset.from_path(path, strict=strict, normalize=normalize)
     waves, ids, skipped_short = [], [], 0
@@ -117,7 +118,7 @@ def load_waveforms(path, min_samples: int, strict: bool, normalize: bool, limit:
     bad = len(ds.skipped)
     if bad or skipped_short:
         print(f"{path}: skipped {bad} bad files (unreadable, empty, NaN/Inf or under one frame) and {skipped_short} "
-              f"shorter than the {min_samples} samples needed for masking, of {len(ds)} "
+              f"shorter than the {min_samples} samples needed for {why}, of {len(ds)} "
               f"(the reasons are logged; use --strict to stop on the first one)")
     if not waves:
         raise TrainingError(f"{path}: no usable audio (need files of at least {min_samples} samples = "
@@ -183,7 +184,7 @@ def evaluate(model, eval_set, batch_size: int = 16) -> dict:
     x, mask, negatives = eval_set
     was_training = model.training
     model.eval()
-    correct = total = loss = ppl = 0.0
+    correct = total = loss = ppl = identical = n_negatives = 0.0
     with no_grad():
         for s in range(0, len(x), batch_size):
             T = mask.shape[1]
@@ -193,9 +194,13 @@ def evaluate(model, eval_set, batch_size: int = 16) -> dict:
             correct += float(out.accuracy) * n
             loss += float(out.contrastive_loss)
             ppl += float(out.code_perplexity) * n
+            k = out.sampled_negative_indices.shape[-1]
+            identical += negatives_identical_share(out) * n * k
+            n_negatives += n * k
             total += n
     model.train(was_training)
-    return {"eval_accuracy": correct / total, "eval_loss": loss / total, "eval_code_perplexity": ppl / total}
+    return {"eval_accuracy": correct / total, "eval_loss": loss / total, "eval_code_perplexity": ppl / total,
+            "eval_negatives_identical": identical / n_negatives}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,7 +242,8 @@ def pretrain(args: PretrainArgs) -> dict:
     waves, _ = load_waveforms(train_path, min_samples, args.strict, args.normalize)
     eval_samples = int(args.eval_seconds * SAMPLE_RATE)
     if eval_path is not None:
-        eval_waves, _ = load_waveforms(eval_path, eval_samples, args.strict, args.normalize)
+        eval_waves, _ = load_waveforms(eval_path, eval_samples, args.strict, args.normalize,
+                                       why=f"an eval crop of {args.eval_seconds} s")
     else:  # no held-out set given: the last 10% of the training utterances
         split = max(1, len(waves) // 10)
         waves, eval_waves = waves[:-split], waves[-split:]
