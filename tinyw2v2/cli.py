@@ -2,6 +2,9 @@
 
     tinyw2v2 pretrain [--steps N] [--device cpu|cuda] [--data synthetic|PATH] [--set key=value ...]
     tinyw2v2 analyze RUN_DIR_OR_CHECKPOINT [--data CORPUS_SPLIT]
+    tinyw2v2 finetune --init RUN_DIR [--labels 40] [--minutes 10]   CTC fine-tuning
+    tinyw2v2 evaluate RUN_DIR                                         CER/WER table and the worst examples
+    tinyw2v2 transcribe FILE... --model RUN_DIR                       greedy CTC transcripts
     tinyw2v2 check [--device cpu|emulated|cuda] [--family conv ...]
 """
 from __future__ import annotations
@@ -104,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--utterances", type=int, default=200)
     a.add_argument("--device", default="cpu")
     a.set_defaults(run_fn=_analyze)
+
+    from .train.finetune_cli import add_subcommands
+
+    add_subcommands(sub)  # finetune, evaluate, transcribe
 
     c = sub.add_parser("check", help="gradient-check every op against finite differences and print a table")
     c.add_argument("--device", default="cpu", help="cpu, emulated or cuda (default: cpu)")

@@ -1,0 +1,524 @@
+"""CTC fine-tuning of wav2vec 2.0: the loop behind ``tinyw2v2 finetune``.
+
+One step (fairseq's fine-tuning recipe, at toy scale):
+    a length-grouped batch of whole labelled utterances, zero-padded  ->  model(x, labels): SpecAugment (time
+    spans -> mask embedding, channel spans -> 0), LayerDrop, dropout; CTC loss summed over the batch
+    loss / B  (fairseq's sentence_avg: gradients averaged over utterances)
+    backward, clip the global gradient norm, Adam step; the learning rate follows the tri-stage schedule.
+
+- Start: a tinyw2v2 pretraining checkpoint (``--init runs/pretrain``: encoder copied, new ``lm_head``), a
+  transformers directory, a fine-tuning checkpoint (continued; its vocabulary must match), or nothing (the
+  same architecture from scratch, ``--preset``).
+- Labels: a subset of the labelled training utterances, ``labels`` = a count (>= 1) or a fraction (< 1),
+  chosen with ``subset_seed`` (a seeded permutation of the sorted utterance list). The character vocabulary is
+  built from the subset's transcripts (or read from ``--vocab``) and written as ``vocab.json``; characters
+  outside it become ``<unk>`` and are counted. Utterances whose transcript needs more CTC frames than the
+  model outputs (labels + one blank between repeated letters) are skipped with a count (``strict``: an error).
+- Freezing: the CNN is frozen throughout (fairseq's ``feature_grad_mult = 0``: it runs without a graph);
+  with ``freeze_finetune_updates = N`` only ``lm_head`` trains during the first N steps.
+- Padding: whole utterances, zero-padded; layer-norm CNNs get the attention mask, group-norm CNNs get no mask
+  (transformers' advice) and the CTC frame counts come from the true lengths.
+- Budget: ``steps``, and optionally ``max_minutes`` of training time (evaluation and checkpoint writing not
+  counted); with a time budget the schedule runs on the fraction of the budget used, max(step / steps,
+  seconds / budget), so the learning rate decays to its final value when the budget ends.
+- Every random choice of step s (batch order, masks, dropout, LayerDrop) comes from generators seeded with
+  (seed, s): ``--resume`` continues a step-budgeted run to exactly the numbers of an uninterrupted one.
+- Held-out evaluation (every ``eval_every`` steps and/or ``eval_every_seconds`` of training): eval-mode greedy
+  decoding of a fixed subset of the held-out split (unseen speakers for the synthetic corpus), CER and WER.
+
+Outputs in ``out``: metrics.jsonl, checkpoint.npz (atomic), vocab.json, config.json, args.json,
+plots/finetuning.png, and ``model/`` (config.json + model.safetensors + vocab.json, loadable by transformers'
+``Wav2Vec2ForCTC`` / ``Wav2Vec2Processor``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import nn, optim
+from ..data import AudioDataset, collate, make_batches
+from ..models.wav2vec2 import Wav2Vec2Config
+from ..models.wav2vec2.ctc import VocabularyMismatchError, Wav2Vec2ForCTC, vocabulary_mismatch
+from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
+from .checkpoint import load_optimizer, read_checkpoint, save_checkpoint
+from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
+from .pretrain import SAMPLE_RATE, TrainingError, _append, _truncate_log, prepare_corpus, read_metrics
+
+# fairseq-style fine-tuning settings at toy scale (overridable with --set / overrides)
+FINETUNE_CONFIG = dict(
+    mask_time_prob=0.65, mask_time_length=10, mask_time_min_masks=2,
+    mask_feature_prob=0.25, mask_feature_length=10, mask_feature_min_masks=0,
+    hidden_dropout=0.1, attention_dropout=0.1, activation_dropout=0.1, feat_proj_dropout=0.0, final_dropout=0.0,
+    layerdrop=0.05, feature_penalty_weight=0.0, ctc_loss_reduction="sum", ctc_zero_infinity=True,
+    pad_token_id=0, bos_token_id=1, eos_token_id=2,
+)
+
+
+@dataclass
+class FinetuneArgs:
+    init: str | None = None            # pretraining run dir / checkpoint.npz, transformers dir, finetune checkpoint
+    data: str = "synthetic"            # labelled training data: "synthetic", LibriSpeech dir or .tsv with labels
+    eval_data: str | None = None       # labelled held-out data; default: the synthetic corpus's unseen speakers
+    corpus_dir: str = "data/synthetic"
+    corpus_speakers: int = 24
+    corpus_heldout: int = 4
+    corpus_utterances: int = 100
+    corpus_seed: int = 0
+    labels: float | None = None        # labelled utterances: a count (>= 1), a fraction (< 1), None = all
+    subset_seed: int = 0
+    vocab: str | None = None           # an existing vocab.json (default: built from the labelled transcripts)
+    uppercase: bool = False
+    preset: str = "tiny"               # architecture when starting from scratch
+    overrides: dict = field(default_factory=dict)
+    steps: int = 2000
+    max_minutes: float | None = None   # training-time budget (evaluation not counted)
+    batch_seconds: float = 16.0        # audio per batch, padding included
+    lr: float = 1e-3
+    phase_ratio: tuple = (0.1, 0.4, 0.5)
+    init_lr_scale: float = 0.01
+    final_lr_scale: float = 0.05
+    weight_decay: float = 0.0
+    betas: tuple = (0.9, 0.98)
+    adam_eps: float = 1e-8
+    clip_norm: float = 10.0
+    freeze_feature_encoder: bool = True
+    freeze_finetune_updates: int = 0
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs/finetune"
+    log_every: int = 10
+    eval_every: int = 200
+    eval_every_seconds: float | None = None
+    eval_utterances: int | None = 200
+    checkpoint_every: int = 500
+    resume: bool = False
+    stop_at: int | None = None
+    strict: bool = False
+    normalize: bool = False
+    progress: bool = True
+    export: bool = True                # write out/model (transformers format) at the end
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+def choose_subset(n: int, labels, seed: int) -> np.ndarray:
+    """Sorted indices of the labelled subset: ``labels`` a count (>= 1), a fraction in (0, 1), or None (all)."""
+    if labels is None:
+        return np.arange(n)
+    labels = float(labels)
+    if labels <= 0:
+        raise TrainingError(f"--labels must be a count >= 1 or a fraction in (0, 1), got {labels:g}")
+    count = int(round(labels)) if labels >= 1 else max(1, int(round(labels * n)))
+    if labels >= 1 and labels != int(labels):
+        raise TrainingError(f"--labels {labels:g}: a count must be a whole number (or give a fraction below 1)")
+    if count > n:
+        raise TrainingError(f"--labels {count}: only {n} labelled utterances are available")
+    return np.sort(np.random.default_rng(seed).permutation(n)[:count])
+
+
+def _paths(args: FinetuneArgs):
+    if args.data == "synthetic":
+        root = prepare_corpus(args)
+        return root / "train", Path(args.eval_data) if args.eval_data else root / "test"
+    if args.eval_data is None:
+        raise TrainingError("--eval-data is needed with --data PATH: a labelled held-out set (ideally other speakers)")
+    return Path(args.data), Path(args.eval_data)
+
+
+def load_training_set(path, args: FinetuneArgs):
+    """The labelled subset as (items [(id, audio, text)], report dict). Audio of unchosen utterances is never read."""
+    ds = AudioDataset.from_path(path, strict=args.strict, normalize=args.normalize)
+    labelled = [i for i, it in enumerate(ds.items) if it.transcript is not None]
+    if not labelled:
+        raise TrainingError(f"{path}: no transcripts: fine-tuning needs labelled audio (LibriSpeech layout with "
+                            "*.trans.txt, or a .tsv manifest with .wrd / .ltr labels)")
+    chosen = [labelled[i] for i in choose_subset(len(labelled), args.labels, args.subset_seed)]
+    items = []
+    for i in chosen:
+        item = ds[i]
+        if item is not None:
+            items.append((item["id"], item["audio"].astype(np.float32, copy=False), item["transcript"]))
+    report = {"available": len(labelled), "chosen": len(chosen), "skipped_bad": len(ds.skipped)}
+    return items, report
+
+
+def prepare_labels(items, vocab: Vocabulary, config: Wav2Vec2Config, strict: bool, where: str):
+    """Encode transcripts; drop (or, under ``strict``, refuse) utterances that CTC cannot align or mask."""
+    stats = EncodeStats()
+    min_samples = config.min_samples_to_mask() if config.mask_time_prob > 0 else config.receptive_field
+    kept, too_long, too_short = [], [], []
+    for uid, audio, text in items:
+        ids = vocab.encode(text, stats)
+        frames = config.num_frames(audio.shape[0])
+        if audio.shape[0] < min_samples:
+            too_short.append(uid)
+            if strict:
+                raise TrainingError(f"{where}: {uid} has {audio.shape[0]} samples, fewer than the {min_samples} that "
+                                    "time masking needs; drop it or lower mask_time_prob / mask_time_length")
+            continue
+        need = ctc_min_frames(ids)
+        if need > frames:
+            too_long.append(uid)
+            if strict:
+                raise TrainingError(f"{where}: {uid}: its transcript needs {need} CTC frames (labels plus a blank "
+                                    f"between repeated letters) but the audio gives {frames}; fix the transcript "
+                                    "or drop the file (without --strict it is skipped)")
+            continue
+        kept.append({"id": uid, "audio": audio, "text": text, "labels": ids})
+    return kept, {"too_long": len(too_long), "too_short": len(too_short), "encode": stats,
+                  "too_long_ids": too_long[:10]}
+
+
+class LabelledBatches:
+    """Length-grouped batches of whole utterances: epoch e is ``make_batches`` with a generator seeded (seed, e),
+    and step s takes the next batch in that sequence (so the batch of any step is known without running the
+    earlier ones, for exact resume)."""
+
+    def __init__(self, lengths, batch_seconds: float, seed: int):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_seconds, self.seed = batch_seconds, seed
+        self._epochs, self._starts = [], [0]
+
+    def _epoch(self, e: int):
+        while len(self._epochs) <= e:
+            n = len(self._epochs)
+            batches = make_batches(self.lengths, max_batch_seconds=self.batch_seconds,
+                                   rng=np.random.default_rng([self.seed, n, 2]), sample_rate=SAMPLE_RATE)
+            self._epochs.append(batches)
+            self._starts.append(self._starts[-1] + len(batches))
+        return self._epochs[e]
+
+    def __call__(self, step: int) -> np.ndarray:
+        e = 0
+        while True:
+            batches = self._epoch(e)
+            if step < self._starts[e + 1]:
+                return batches[step - self._starts[e]]
+            e += 1
+
+    def epoch_of(self, step: int) -> int:
+        self(step)
+        return int(np.searchsorted(self._starts, step, side="right") - 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# model
+
+
+def _resolve_init(init):
+    """("pretraining" | "finetuning" | "transformers", path) for --init."""
+    p = Path(init)
+    if p.is_dir() and (p / "checkpoint.npz").is_file():
+        p = p / "checkpoint.npz"
+    if p.is_file() and p.suffix == ".npz":
+        state, _, meta = read_checkpoint(p)
+        return ("finetuning" if "lm_head.weight" in state else "pretraining"), p
+    if p.is_dir() and (p / "config.json").is_file():
+        return "transformers", p
+    raise TrainingError(f"--init {init}: expected a pretraining/fine-tuning run directory or checkpoint.npz, or a "
+                        "transformers directory (config.json + model.safetensors)")
+
+
+def finetune_overrides(args: FinetuneArgs) -> dict:
+    values = dict(FINETUNE_CONFIG)
+    values["feature_grad_mult"] = 0.0 if args.freeze_feature_encoder else 1.0
+    values.update(args.overrides)
+    return values
+
+
+def build_model(args: FinetuneArgs, vocab_size: int):
+    """(model, description of where its weights come from)."""
+    overrides = finetune_overrides(args)
+    if args.init is None:
+        config = Wav2Vec2Config.preset(args.preset, **dict(overrides, vocab_size=vocab_size))
+        return Wav2Vec2ForCTC(config, seed=args.seed), f"random init ({args.preset} preset)"
+    kind, path = _resolve_init(args.init)
+    try:
+        if kind == "pretraining":
+            model = Wav2Vec2ForCTC.from_pretraining_checkpoint(path, vocab_size, seed=args.seed, device=None,
+                                                               **overrides)
+        elif kind == "finetuning":   # continue from a fine-tuned model (same head size), with this run's settings
+            state, _, meta = read_checkpoint(path)
+            head = int(state["lm_head.weight"].shape[0])
+            if head != vocab_size:
+                raise vocabulary_mismatch(head, vocab_size, path, f"the vocabulary {args.vocab!r}" if args.vocab
+                                          else "the vocabulary built from the labelled transcripts")
+            config = Wav2Vec2Config.from_dict(meta["config"]).replace(**overrides)
+            model = Wav2Vec2ForCTC(config, seed=args.seed)
+            model.load_state_dict({k: v for k, v in state.items() if k in dict(model.state_dict())}, strict=False)
+        else:
+            model = Wav2Vec2ForCTC.from_pretrained(path, seed=args.seed, device=None, vocab_size=vocab_size,
+                                                   **overrides)
+    except VocabularyMismatchError as e:
+        raise TrainingError(str(e)) from None
+    return model, f"{kind} checkpoint {path}"
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+class _Schedule:
+    """Tri-stage learning rate on the fraction of the budget used (steps and/or training seconds)."""
+
+    RESOLUTION = 1_000_000
+
+    def __init__(self, args: FinetuneArgs):
+        self.steps, self.budget = args.steps, args.max_minutes * 60.0 if args.max_minutes else None
+        self.tri = optim.TriStage(args.lr, phase_ratio=tuple(args.phase_ratio), max_update=self.RESOLUTION,
+                                  init_lr_scale=args.init_lr_scale, final_lr_scale=args.final_lr_scale)
+
+    def progress(self, step: int, seconds: float) -> float:
+        p = step / max(self.steps, 1)
+        if self.budget:
+            p = max(p, seconds / self.budget)
+        return min(p, 1.0)
+
+    def __call__(self, step: int, seconds: float) -> float:
+        return self.tri(int(self.progress(step, seconds) * self.RESOLUTION))
+
+
+def finetune(args: FinetuneArgs) -> dict:
+    """Run (or resume) a fine-tuning; returns the last metrics and the paths written."""
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out_dir / "checkpoint.npz", out_dir / "metrics.jsonl"
+    if args.steps < 1:
+        raise TrainingError("--steps must be at least 1")
+    train_path, eval_path = _paths(args)
+
+    # 1. the labelled subset and the vocabulary
+    items, report = load_training_set(train_path, args)
+    if args.vocab:
+        vocab = Vocabulary.load(args.vocab)
+    else:
+        vocab = Vocabulary.build([t for _, _, t in items], uppercase=args.uppercase)
+    if args.resume and ckpt_path.exists() and (out_dir / "vocab.json").is_file():
+        saved_vocab = Vocabulary.load(out_dir)
+        if saved_vocab != vocab:
+            raise TrainingError(f"{out_dir / 'vocab.json'}: the run was started with another vocabulary "
+                                f"({len(saved_vocab)} entries, now {len(vocab)}); resume with the same --labels, "
+                                "--subset-seed and --vocab, or pick a new --out directory")
+
+    # 2. the model
+    model, origin = build_model(args, len(vocab))
+    config = model.config
+    train_set, label_report = prepare_labels(items, vocab, config, args.strict, str(train_path))
+    _print_data_report(train_path, report, label_report, len(train_set))
+    if not train_set:
+        raise TrainingError(f"{train_path}: no usable labelled utterance is left (see the counts above)")
+    eval_limit = args.eval_utterances if args.eval_utterances else None
+    eval_stats = EncodeStats()
+    eval_set, eval_info = load_labelled_utterances(eval_path, vocab, normalize=args.normalize, limit=eval_limit,
+                                                   stats=eval_stats)
+    if eval_stats.unknown:
+        print(f"{eval_path}: {eval_stats.report()}")
+    if not eval_set:
+        raise TrainingError(f"{eval_path}: no readable labelled held-out audio")
+    batches = LabelledBatches([u["audio"].shape[0] for u in train_set], args.batch_seconds, args.seed)
+
+    model.to(args.device)
+    if args.freeze_feature_encoder:
+        model.freeze_feature_encoder()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = optim.AdamW(trainable, lr=args.lr, betas=tuple(args.betas), eps=args.adam_eps,
+                      weight_decay=args.weight_decay)
+    schedule = _Schedule(args)
+    start, train_seconds = 0, 0.0
+    if args.resume and ckpt_path.exists():
+        state, optim_arrays, meta = read_checkpoint(ckpt_path)
+        if meta["config"] != config.to_dict():
+            raise TrainingError(f"{ckpt_path}: the checkpoint was made with another model config; resume with the "
+                                "same --init/--preset/--set options, or pick a new --out directory")
+        head = state.get("lm_head.weight")
+        if head is not None and head.shape[0] != len(vocab):
+            raise TrainingError(str(vocabulary_mismatch(int(head.shape[0]), len(vocab), ckpt_path)))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise TrainingError(f"{ckpt_path}: {e}") from None
+        load_optimizer(opt, optim_arrays, meta)
+        start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
+        _truncate_log(log_path, start)
+        print(f"resumed from {ckpt_path} at step {start} ({train_seconds:.0f} s of training)")
+    elif log_path.exists():
+        log_path.unlink()
+    vocab.save(out_dir)
+    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    (out_dir / "args.json").write_text(json.dumps(dict(asdict(args), resolved_eval_data=str(eval_path),
+                                                       resolved_train_data=str(train_path), origin=origin,
+                                                       labelled_utterances=len(train_set)), indent=2))
+
+    def checkpoint(step):
+        save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args),
+                                                "train_seconds": train_seconds, "vocab": vocab.tokens})
+
+    def run_eval():
+        r = evaluate_utterances(model, vocab, eval_set)
+        return {"eval_cer": r["cer"], "eval_wer": r["wer"], "eval_loss": r["loss"]}, r["rows"]
+
+    print(f"fine-tuning from {origin}: {len(train_set)} labelled utterances "
+          f"({sum(u['audio'].shape[0] for u in train_set) / SAMPLE_RATE / 60:.1f} min), vocabulary of {len(vocab)}, "
+          f"held-out {len(eval_set)} utterances of {eval_path}")
+    last_rows = None
+    if start == 0:
+        metrics, last_rows = run_eval()
+        _append(log_path, {"step": 0, "seconds": 0.0, **metrics})
+    model.train()
+    mask_kw = "attention_mask" if uses_attention_mask(config) else "sample_lengths"
+    bar = _progress(args, start)
+    last, frozen = {}, None
+    next_eval_seconds = (train_seconds + args.eval_every_seconds) if args.eval_every_seconds else None
+    budget = args.max_minutes * 60.0 if args.max_minutes else None
+    step = start
+    for step in range(start, args.steps):
+        if budget is not None and train_seconds >= budget:
+            break
+        t0 = time.perf_counter()
+        want_frozen = step < args.freeze_finetune_updates
+        if want_frozen != frozen:
+            model.freeze_base_model(want_frozen, keep_feature_encoder_frozen=args.freeze_feature_encoder)
+            frozen = want_frozen
+        idx = batches(step)
+        x, mask, lengths = collate([train_set[i]["audio"] for i in idx])
+        labels = pad_labels([train_set[i]["labels"] for i in idx])
+        model.manual_seed([args.seed, step, 1])
+        lr = schedule(step, train_seconds)
+        opt.set_lr(lr)
+        out = model(x, labels=labels, **{mask_kw: mask if mask_kw == "attention_mask" else lengths})
+        B = len(idx)
+        loss = out.loss * (1.0 / B) if config.ctc_loss_reduction == "sum" else out.loss
+        opt.zero_grad()
+        loss.backward()
+        norm = optim.clip_grad_norm_(trainable, args.clip_norm)
+        loss_value, norm_value = float(loss), float(norm)
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+            bar.close()
+            raise TrainingError(
+                f"step {step}: the loss is {loss_value} (gradient norm {norm_value}); the update was not applied. "
+                f"The last good checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}. "
+                "Lower --lr or raise the warm-up, then --resume")
+        opt.step()
+        train_seconds += time.perf_counter() - t0
+        done = step + 1
+        over_budget = budget is not None and train_seconds >= budget
+        final = done == args.steps or over_budget
+        due_eval = done % args.eval_every == 0 if args.eval_every else False
+        if next_eval_seconds is not None and train_seconds >= next_eval_seconds:
+            due_eval = True
+            while next_eval_seconds <= train_seconds:
+                next_eval_seconds += args.eval_every_seconds
+        if done % args.log_every == 0 or final or due_eval:
+            last = {"step": done, "loss": loss_value, "lr": lr, "grad_norm": norm_value, "batch_size": B,
+                    "epoch": batches.epoch_of(step), "frozen": bool(frozen), "seconds": round(train_seconds, 3)}
+            if due_eval or final:
+                metrics, last_rows = run_eval()
+                last.update(metrics)
+            _append(log_path, last)
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}",
+                            **({"cer": f"{last['eval_cer']:.3f}"} if "eval_cer" in last else {}))
+        bar.update(1)
+        if done % args.checkpoint_every == 0 or final or done == args.stop_at:
+            checkpoint(done)
+        if done == args.stop_at or over_budget:
+            break
+    bar.close()
+    if not last and start > 0:
+        last = read_metrics(log_path)[-1]
+    plots = plot_finetuning(log_path, out_dir / "plots")
+    model_dir = None
+    if args.export and ckpt_path.exists():
+        model_dir = out_dir / "model"
+        model.save_pretrained(model_dir)
+        vocab.save(model_dir)
+    result = {"metrics": last, "plots": [str(p) for p in plots], "checkpoint": str(ckpt_path), "vocab": str(out_dir / "vocab.json"),
+              "model_dir": str(model_dir) if model_dir else None, "train_seconds": train_seconds,
+              "labelled_utterances": len(train_set), "skipped_too_long": label_report["too_long"],
+              "unknown_characters": label_report["encode"].unknown}
+    if last_rows is not None:
+        result["worst"] = worst_examples(last_rows, 5)
+    return result
+
+
+def _print_data_report(path, report, label_report, kept):
+    parts = [f"{path}: {kept} labelled utterances used of {report['chosen']} chosen "
+             f"({report['available']} available)"]
+    if report["skipped_bad"]:
+        parts.append(f"skipped {report['skipped_bad']} unreadable files")
+    if label_report["too_long"]:
+        parts.append(f"skipped {label_report['too_long']} whose transcript is longer than the model's output frames "
+                     f"(e.g. {', '.join(label_report['too_long_ids'][:3])}; --strict makes this an error)")
+    if label_report["too_short"]:
+        parts.append(f"skipped {label_report['too_short']} too short for time masking")
+    enc = label_report["encode"]
+    if enc.unknown:
+        parts.append(enc.report())
+    print("; ".join(parts))
+
+
+def _progress(args, start):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=args.steps, initial=start, disable=not args.progress, desc="finetune", unit="step",
+                dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# plots
+
+
+def _series(records, key, x="step"):
+    pts = [(r[x], r[key]) for r in records if r.get(key) is not None and r.get(x) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def plot_finetuning(log_path, out_dir) -> list:
+    """Four panels: training CTC loss per utterance (and held-out); held-out CER / WER against steps and against
+    training seconds; learning rate and gradient norm."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(log_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    ax = axes[0, 0]
+    ax.plot(*_series(records, "loss"), label="training batch")
+    ax.plot(*_series(records, "eval_loss"), marker="o", ms=3, label="held-out")
+    ax.set_yscale("log"), ax.set_title("CTC loss per utterance"), ax.set_xlabel("step"), ax.legend()
+    ax = axes[0, 1]
+    ax.plot(*_series(records, "eval_cer"), marker="o", ms=3, label="CER")
+    ax.plot(*_series(records, "eval_wer"), marker="o", ms=3, label="WER")
+    ax.set_ylim(0, max(1.05, max(_series(records, "eval_wer")[1] or [1]) + 0.05))
+    ax.set_title("held-out error rates (greedy decoding)"), ax.set_xlabel("step"), ax.legend()
+    ax = axes[1, 0]
+    ax.plot(*_series(records, "eval_cer", x="seconds"), marker="o", ms=3, label="CER")
+    ax.plot(*_series(records, "eval_wer", x="seconds"), marker="o", ms=3, label="WER")
+    ax.set_ylim(0, 1.05), ax.set_title("held-out error rates vs training time"), ax.set_xlabel("seconds")
+    ax.legend()
+    ax = axes[1, 1]
+    ax.plot(*_series(records, "lr"), label="learning rate")
+    ax.set_xlabel("step"), ax.set_title("learning rate (tri-stage) and gradient norm")
+    ax2 = ax.twinx()
+    ax2.plot(*_series(records, "grad_norm"), color="tab:orange", alpha=0.6, label="gradient norm")
+    ax.legend(loc="upper left"), ax2.legend(loc="upper right")
+    for a in axes.flat:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "finetuning.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return [path]
+
+
+__all__ = ["FinetuneArgs", "FINETUNE_CONFIG", "TrainingError", "finetune", "choose_subset", "LabelledBatches",
+           "prepare_labels", "plot_finetuning"]
