@@ -15,7 +15,6 @@ Host copies happen only through ``to_numpy`` (and ``Tensor.item()`` / ``float()`
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

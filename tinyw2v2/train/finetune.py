@@ -33,21 +33,22 @@ plots/finetuning.png, and ``model/`` (config.json + model.safetensors + vocab.js
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .. import nn, optim
+from .. import optim
 from ..data import AudioDataset, collate, make_batches
 from ..models.wav2vec2 import Wav2Vec2Config
 from ..models.wav2vec2.ctc import VocabularyMismatchError, Wav2Vec2ForCTC, vocabulary_mismatch
 from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
 from .checkpoint import load_optimizer, read_checkpoint, save_checkpoint
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
-from .pretrain import SAMPLE_RATE, TrainingError, _append, _truncate_log, prepare_corpus, read_metrics
+from .plots import series as _series
+from .pretrain import (SAMPLE_RATE, TrainingError, _append, _truncate_log, guarded_update, prepare_corpus,
+                       read_metrics)
 
 # fairseq-style fine-tuning settings at toy scale (overridable with --set / overrides)
 FINETUNE_CONFIG = dict(
@@ -395,17 +396,7 @@ def finetune(args: FinetuneArgs) -> dict:
         out = model(x, labels=labels, **{mask_kw: mask if mask_kw == "attention_mask" else lengths})
         B = len(idx)
         loss = out.loss * (1.0 / B) if config.ctc_loss_reduction == "sum" else out.loss
-        opt.zero_grad()
-        loss.backward()
-        norm = optim.clip_grad_norm_(trainable, args.clip_norm)
-        loss_value, norm_value = float(loss), float(norm)
-        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-            bar.close()
-            raise TrainingError(
-                f"step {step}: the loss is {loss_value} (gradient norm {norm_value}); the update was not applied. "
-                f"The last good checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}. "
-                "Lower --lr or raise the warm-up, then --resume")
-        opt.step()
+        loss_value, norm_value = guarded_update(loss, trainable, opt, args.clip_norm, step, ckpt_path, bar)
         train_seconds += time.perf_counter() - t0
         done = step + 1
         over_budget = budget is not None and train_seconds >= budget
@@ -473,10 +464,6 @@ def _progress(args, start):
 # ----------------------------------------------------------------------------------------------
 # plots
 
-
-def _series(records, key, x="step"):
-    pts = [(r[x], r[key]) for r in records if r.get(key) is not None and r.get(x) is not None]
-    return [p[0] for p in pts], [p[1] for p in pts]
 
 
 def plot_finetuning(log_path, out_dir) -> list:

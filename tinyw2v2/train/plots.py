@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _series(records, key):
-    pts = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
+def series(records, key, x="step"):
+    """(xs, ys) of the records that have both ``x`` and ``key``, for plotting."""
+    pts = [(r[x], r[key]) for r in records if r.get(key) is not None and r.get(x) is not None]
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -25,22 +26,22 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     ax = axes[0, 0]
     for key in ("loss", "contrastive_loss", "diversity_loss", "eval_loss"):
-        ax.plot(*_series(records, key), label=key, marker="o" if key == "eval_loss" else None, ms=3)
+        ax.plot(*series(records, key), label=key, marker="o" if key == "eval_loss" else None, ms=3)
     ax.set_title("loss per masked frame"), ax.legend()
     ax = axes[0, 1]
-    ax.plot(*_series(records, "accuracy"), label="training batch (Gumbel noise)")
-    ax.plot(*_series(records, "eval_accuracy"), marker="o", ms=3, label="held-out speakers, eval mode")
+    ax.plot(*series(records, "accuracy"), label="training batch (Gumbel noise)")
+    ax.plot(*series(records, "eval_accuracy"), marker="o", ms=3, label="held-out speakers, eval mode")
     ax.set_ylim(0, 1), ax.set_title("masked-frame accuracy"), ax.legend()
     ax = axes[0, 2]
-    ax.plot(*_series(records, "code_perplexity"), label="code perplexity")
-    ax.plot(*_series(records, "prob_perplexity"), label="probability perplexity")
-    ax.plot(*_series(records, "eval_code_perplexity"), marker="o", ms=3, label="eval code perplexity")
+    ax.plot(*series(records, "code_perplexity"), label="code perplexity")
+    ax.plot(*series(records, "prob_perplexity"), label="probability perplexity")
+    ax.plot(*series(records, "eval_code_perplexity"), marker="o", ms=3, label="eval code perplexity")
     if num_codevectors:
         ax.axhline(num_codevectors / 4, color="gray", ls="--", lw=1, label="G·V / 4 (collapse line)")
     ax.set_title("codebook usage"), ax.legend()
     for ax, key, title in ((axes[1, 0], "temperature", "Gumbel temperature"), (axes[1, 1], "lr", "learning rate"),
                            (axes[1, 2], "grad_norm", "gradient norm (before clipping)")):
-        ax.plot(*_series(records, key))
+        ax.plot(*series(records, key))
         ax.set_title(title)
     for ax in axes.flat:
         ax.set_xlabel("step"), ax.grid(alpha=0.3)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, nn, optim
+from .. import backend, optim
 from ..data import AudioDataset, generate_corpus
 from ..models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from ..models.wav2vec2.masking import compute_mask_indices, sample_negative_indices
@@ -207,6 +207,27 @@ def evaluate(model, eval_set, batch_size: int = 16) -> dict:
 # the run
 
 
+def guarded_update(loss, params, opt, clip_norm, step: int, ckpt_path: Path, bar=None):
+    """backward, clip the global gradient norm, and take the optimiser step only if loss and norm are finite.
+
+    Returns (loss, norm) as floats: one host sync per step, which is what guards the update. A NaN or Inf raises
+    ``TrainingError`` before anything is changed, so the last checkpoint stays the last good state.
+    """
+    opt.zero_grad()
+    loss.backward()
+    norm = optim.clip_grad_norm_(params, clip_norm)
+    loss_value, norm_value = float(loss), float(norm)   # sync point: guard before the update
+    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        if bar is not None:
+            bar.close()
+        raise TrainingError(
+            f"step {step}: the loss is {loss_value} (gradient norm {norm_value}); the update was not applied. "
+            f"The last good checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}. "
+            "Lower --lr or raise the warm-up, then --resume")
+    opt.step()
+    return loss_value, norm_value
+
+
 def _schedule(args: PretrainArgs):
     warmup = int(round(args.warmup * args.steps))
     if args.schedule == "linear":
@@ -293,17 +314,7 @@ def pretrain(args: PretrainArgs) -> dict:
         out = model(x)
         n = out.num_masked
         loss = out.loss * (1.0 / n)                           # average over masked frames (fairseq)
-        opt.zero_grad()
-        loss.backward()
-        norm = optim.clip_grad_norm_(params, args.clip_norm)
-        loss_value, norm_value = float(loss), float(norm)   # one sync per step: guard before the update
-        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-            bar.close()
-            raise TrainingError(
-                f"step {step}: the loss is {loss_value} (gradient norm {norm_value}); the update was not applied. "
-                f"The last good checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}. "
-                "Lower --lr or raise the warm-up, then --resume")
-        opt.step()
+        loss_value, norm_value = guarded_update(loss, params, opt, args.clip_norm, step, ckpt_path, bar)
         done = step + 1
         if done % args.log_every == 0 or done == args.steps:
             last = {"step": done, "loss": loss_value, "contrastive_loss": float(out.contrastive_loss) / n,
