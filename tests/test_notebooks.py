@@ -19,6 +19,9 @@ SOURCES = sorted((ROOT / "notebooks" / "src").glob("*.py"))
 @pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
 def test_notebook_runs_top_to_bottom(src, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    # one BLAS thread in the kernel: with two, OpenBLAS stalls badly whenever another process holds a core
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
     nb = build.parse(src.read_text())
     t0 = time.perf_counter()
     build.execute(nb, ROOT / "notebooks", timeout=300)
