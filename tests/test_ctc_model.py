@@ -269,7 +269,8 @@ def test_freeze_feature_encoder_and_base_model():
     model(x, labels=LABELS).loss.backward()
     cnn = [p for n, p in model.named_parameters() if n.startswith("wav2vec2.feature_extractor.")]
     assert cnn and all(p.grad is None for p in cnn)
-    assert model.lm_head.weight.grad is not None and model.wav2vec2.encoder.layers[0].attention.q_proj.weight.grad is not None
+    assert model.lm_head.weight.grad is not None
+    assert model.wav2vec2.encoder.layers[0].attention.q_proj.weight.grad is not None
     model.zero_grad()
     model.freeze_base_model()
     model(x, labels=LABELS).loss.backward()

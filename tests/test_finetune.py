@@ -191,7 +191,8 @@ def test_mismatched_vocabularies_are_clear_errors(corpus, tmp_path, capsys):
         finetune(args_for(corpus, tmp_path / "again", init=str(tmp_path / "ft"), vocab=str(tmp_path / "small"),
                           steps=2))
     # evaluating or transcribing with another vocabulary
-    with pytest.raises(Exception, match=rf"checkpoint.npz has {len(vocab)} outputs.*small/vocab.json. has {len(small)} entries"):
+    message = rf"checkpoint.npz has {len(vocab)} outputs.*small/vocab.json. has {len(small)} entries"
+    with pytest.raises(Exception, match=message):
         load_ctc_model(tmp_path / "ft", vocab=tmp_path / "small")
     assert run_cli(["evaluate", str(tmp_path / "ft"), "--vocab", str(tmp_path / "small")]) == 2
     assert f"{len(vocab)} outputs" in capsys.readouterr().err

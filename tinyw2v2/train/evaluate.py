@@ -211,7 +211,8 @@ def evaluate(model_path, data=None, vocab=None, max_utterances: int | None = Non
     per_speaker = {s: error_rates([r["reference"] for r in rs], [r["hypothesis"] for r in rs]) | {"n": len(rs)}
                    for s, rs in sorted(speakers.items())}
     table = ["| set | utterances | CER | WER | loss / utt |", "|---|---|---|---|---|",
-             f"| all | {result['utterances']} | {_fmt(result['cer'])} | {_fmt(result['wer'])} | {_fmt(result['loss'])} |"]
+             f"| all | {result['utterances']} | {_fmt(result['cer'])} | {_fmt(result['wer'])} | "
+             f"{_fmt(result['loss'])} |"]
     for s, r in per_speaker.items():
         table.append(f"| speaker {s} | {r['n']} | {_fmt(r['cer'])} | {_fmt(r['wer'])} | |")
     worst_rows = worst_examples(rows, worst)

@@ -429,7 +429,8 @@ def finetune(args: FinetuneArgs) -> dict:
         model_dir = out_dir / "model"
         model.save_pretrained(model_dir)
         vocab.save(model_dir)
-    result = {"metrics": last, "plots": [str(p) for p in plots], "checkpoint": str(ckpt_path), "vocab": str(out_dir / "vocab.json"),
+    result = {"metrics": last, "plots": [str(p) for p in plots], "checkpoint": str(ckpt_path),
+              "vocab": str(out_dir / "vocab.json"),
               "model_dir": str(model_dir) if model_dir else None, "train_seconds": train_seconds,
               "labelled_utterances": len(train_set), "skipped_too_long": label_report["too_long"],
               "unknown_characters": label_report["encode"].unknown}

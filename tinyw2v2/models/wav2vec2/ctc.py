@@ -41,11 +41,13 @@ class VocabularyMismatchError(ValueError):
     """A CTC head whose output size differs from the vocabulary (or checkpoint) it is used with."""
 
 
-def vocabulary_mismatch(head_size: int, vocab_size: int, where, what: str = "the vocabulary") -> VocabularyMismatchError:
+def vocabulary_mismatch(head_size: int, vocab_size: int, where,
+                        what: str = "the vocabulary") -> VocabularyMismatchError:
     return VocabularyMismatchError(
         f"vocabulary mismatch: the CTC head (lm_head) of {where} has {head_size} outputs, but {what} has "
         f"{vocab_size} entries; fine-tune a new head for this vocabulary (from_pretraining_checkpoint / "
-        f"from_pretrained(..., vocab_size={vocab_size}, new_head=True)) or use the vocab.json the model was trained with")
+        f"from_pretrained(..., vocab_size={vocab_size}, new_head=True)) or use the vocab.json the model was "
+        "trained with")
 
 
 @dataclass
@@ -249,7 +251,8 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
                 raise RuntimeError(f"loading {os.fspath(path)!r} into Wav2Vec2ForCTC: missing keys {missing}, "
                                    f"unexpected keys {unexpected}")
             model.load_state_dict({k: v for k, v in converted.items() if k in ours}, strict=False)
-            model.loading_info = {"missing_keys": [k for k in ours if k not in converted], "unexpected_keys": unexpected,
+            model.loading_info = {"missing_keys": [k for k in ours if k not in converted],
+                                  "unexpected_keys": unexpected,
                                   "ignored_keys": ignored + ["lm_head.weight", "lm_head.bias"]}
         else:
             load_pretrained_weights(model, path, strict=strict)
