@@ -216,6 +216,14 @@ def erf(x, exact: bool | None = None):
     return poly
 
 
+def errstate(xp, **kinds):
+    """``numpy.errstate(**kinds)`` for NumPy (and the emulated device); a no-op where the library does not warn
+    (CuPy). Used to silence expected warnings such as log(0) = -inf for a fully masked row."""
+    import contextlib
+
+    return np.errstate(**kinds) if xp is np or xp is _emulated.xp else contextlib.nullcontext()
+
+
 # ----------------------------------------------------------------------------------------------
 # Random numbers: one generator per device
 

@@ -54,7 +54,7 @@ class CrossEntropy(Function):
         total = loss.sum()
         if reduction == "sum":
             return total
-        with _quiet(xp):
+        with backend.errstate(xp, invalid="ignore", divide="ignore"):
             return (total / count).astype(x.dtype)                      # 0 / 0 = NaN when every row is ignored
 
     def backward(self, g):
@@ -73,20 +73,6 @@ class CrossEntropy(Function):
         dx = dx.reshape((N,) + self.shape[2:] + (C,))                   # (R, C) -> (N, d..., C)
         return xp.moveaxis(dx, -1, 1), None                             # (N, d..., C) -> (N, C, d...)
 
-
-class _quiet:
-    """Silence NumPy's 0 / 0 warning of a mean over no rows (CuPy does not warn)."""
-
-    def __init__(self, xp):
-        self.ctx = xp.errstate(invalid="ignore", divide="ignore") if hasattr(xp, "errstate") else None
-
-    def __enter__(self):
-        if self.ctx is not None:
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)
 
 
 def cross_entropy(input, target, reduction="mean", ignore_index=-100):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import backend
 from ..backend import get_array_module
 from ..tensor import Function
 
@@ -51,7 +52,7 @@ def _logsumexp(x, axis):
     """log sum_j exp(x_j) along ``axis`` (kept as size 1), shifting by the row max; -inf for all -inf rows."""
     xp = get_array_module(x)
     m, _, s = _shifted_exp(x, axis)
-    with _quiet(xp):
+    with backend.errstate(xp, divide="ignore"):
         return m + xp.log(s)  # log(0) = -inf for an all -inf row
 
 
@@ -63,20 +64,6 @@ def _softmax(x, axis):
     y *= s
     return y
 
-
-class _quiet:
-    """Silence NumPy's divide-by-zero warning for log(0) (CuPy does not warn)."""
-
-    def __init__(self, xp):
-        self.ctx = xp.errstate(divide="ignore") if hasattr(xp, "errstate") else None
-
-    def __enter__(self):
-        if self.ctx is not None:
-            self.ctx.__enter__()
-
-    def __exit__(self, *exc):
-        if self.ctx is not None:
-            self.ctx.__exit__(*exc)
 
 
 class Softmax(Function):
@@ -102,7 +89,7 @@ class LogSoftmax(Function):
         xp = get_array_module(x)
         self.axis = axis
         m, e, s = _shifted_exp(x, axis)
-        with _quiet(xp):
+        with backend.errstate(xp, divide="ignore"):
             lse = m + xp.log(s)  # (..., 1, ...)
         lse = xp.where(xp.isfinite(lse), lse, xp.zeros((), dtype=x.dtype))  # all -inf row stays -inf
         y = xp.subtract(x, lse, out=e)  # reuse the exp buffer for the output
