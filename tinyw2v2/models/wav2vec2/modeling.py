@@ -130,6 +130,23 @@ class Wav2Vec2PreTrainedModel(nn.Module):
         data = backend.to_device(data, device)
         return Tensor(data.astype(dtype) if data.dtype != dtype else data, _copy=False)
 
+    def _prepare(self, input_values, attention_mask):
+        """(x, T, lengths): the waveform Tensor (B, L), its frame count, and valid frames per row (or None)."""
+        x = self._input(input_values)
+        B, L = x.shape
+        T = self.num_frames(L)
+        if T <= 0:
+            raise ValueError(f"input too short: {L} samples give no frame (the CNN needs at least "
+                             f"{self.config.receptive_field} samples)")
+        return x, T, self._frame_lengths(attention_mask, B, T)
+
+    def _sample_time_mask(self, B: int, T: int, lengths):
+        """Span mask (B, T) on the host with the config's settings, from the model's host generator."""
+        c = self.config
+        return compute_mask_indices((B, T), c.mask_time_prob, c.mask_time_length, min_masks=c.mask_time_min_masks,
+                                    lengths=lengths, require_same_masks=c.mask_time_require_same_masks,
+                                    rng=self._gen.host)
+
     def _frame_lengths(self, attention_mask, batch: int, frames: int):
         """Valid frames per row (host int64) from a sample-level attention mask (B, L), or None."""
         if attention_mask is None:
@@ -187,19 +204,10 @@ class Wav2Vec2Model(Wav2Vec2PreTrainedModel):
         """input_values (B, L); attention_mask (B, L) (1 = real sample, right padding); mask_time_indices
         (B, T) bool frames to replace by the mask embedding (as transformers: only when given, or sampled in
         training when ``mask_time_prob > 0``)."""
-        x = self._input(input_values)
-        B, L = x.shape
-        T = self.num_frames(L)
-        if T <= 0:
-            raise ValueError(f"input too short: {L} samples give no frame (the CNN needs at least "
-                             f"{self.config.receptive_field} samples)")
-        lengths = self._frame_lengths(attention_mask, B, T)
+        x, T, lengths = self._prepare(input_values, attention_mask)
         if mask_time_indices is None and self.training and self.config.apply_spec_augment \
                 and self.config.mask_time_prob > 0:
-            c = self.config
-            mask_time_indices = compute_mask_indices(
-                (B, T), c.mask_time_prob, c.mask_time_length, min_masks=c.mask_time_min_masks, lengths=lengths,
-                require_same_masks=c.mask_time_require_same_masks, rng=self._gen.host)
+            mask_time_indices = self._sample_time_mask(x.shape[0], T, lengths)
         return self._forward(x, lengths, mask_time_indices, output_hidden_states)
 
     def _forward(self, x: Tensor, lengths, mask_time_indices, output_hidden_states: bool):
@@ -300,22 +308,15 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
         returned (``out.mask_time_indices``, ``out.sampled_negative_indices``) for exact reproduction.
         """
         c = self.config
-        x = self._input(input_values)
-        B, L = x.shape
-        T = self.num_frames(L)
-        if T <= 0:
-            raise ValueError(f"input too short: {L} samples give no frame (the CNN needs at least "
-                             f"{c.receptive_field} samples)")
-        lengths = self.wav2vec2._frame_lengths(attention_mask, B, T)
+        x, T, lengths = self._prepare(input_values, attention_mask)
+        B = x.shape[0]
         rng = self._gen.host
 
         if mask_time_indices is not None:
             mask_host = backend.to_numpy(mask_time_indices.data if isinstance(mask_time_indices, Tensor)
                                          else mask_time_indices).astype(bool)
         elif c.apply_spec_augment and c.mask_time_prob > 0:
-            mask_host = compute_mask_indices(
-                (B, T), c.mask_time_prob, c.mask_time_length, min_masks=c.mask_time_min_masks, lengths=lengths,
-                require_same_masks=c.mask_time_require_same_masks, rng=rng)
+            mask_host = self._sample_time_mask(B, T, lengths)
         else:
             mask_host = None
         if mask_host is not None and mask_host.shape != (B, T):
