@@ -48,11 +48,15 @@ def _pretrain(args) -> int:
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    m = result["metrics"]
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}))
+    print_metrics(result["metrics"])
     print(f"checkpoint: {result['checkpoint']}")
     print("plots: " + ", ".join(result["plots"]))
     return 0
+
+
+def print_metrics(metrics: dict) -> None:
+    """A run's last metrics as one JSON line, floats rounded to 4 digits."""
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
 
 
 def _analyze(args) -> int:

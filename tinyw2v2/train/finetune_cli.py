@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import fields
 
@@ -22,7 +21,7 @@ def _labels(value: str) -> float:
 
 
 def _finetune(args) -> int:
-    from ..cli import _parse_overrides
+    from ..cli import _parse_overrides, print_metrics
     from .finetune import FinetuneArgs, TrainingError, finetune
 
     known = {f.name for f in fields(FinetuneArgs)}
@@ -46,8 +45,7 @@ def _finetune(args) -> int:
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    m = result["metrics"]
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}))
+    print_metrics(result["metrics"])
     for r in result.get("worst", []):
         print(f"  worst: {r['id']} CER {r['cer']:.2f}\n    ref: {r['reference']}\n    hyp: {r['hypothesis']}")
     print(f"checkpoint: {result['checkpoint']}")
