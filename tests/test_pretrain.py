@@ -48,6 +48,10 @@ def test_twenty_steps_then_resume_reproduces_the_uninterrupted_run(corpus, tmp_p
     assert read_metrics(tmp_path / "part" / "metrics.jsonl")[-1]["step"] == 10
     pretrain(args_for(corpus, tmp_path / "part", resume=True))
     assert strip_time(read_metrics(tmp_path / "part" / "metrics.jsonl")) == strip_time(records)
+    # stopped between two logged lines: the half-filled interval travels in the checkpoint
+    pretrain(args_for(corpus, tmp_path / "odd", stop_at=7, checkpoint_every=7))
+    pretrain(args_for(corpus, tmp_path / "odd", resume=True))
+    assert strip_time(read_metrics(tmp_path / "odd" / "metrics.jsonl")) == strip_time(records)
     a, _ = nn.load_arrays(tmp_path / "full" / "checkpoint.npz")
     b, _ = nn.load_arrays(tmp_path / "part" / "checkpoint.npz")
     assert a.keys() == b.keys()
@@ -125,3 +129,18 @@ def test_pretraining_runs_on_the_emulated_device(corpus, tmp_path):
     r = pretrain(args_for(corpus, tmp_path / "emu", device="emulated", steps=3, log_every=1, eval_every=3,
                           checkpoint_every=3))
     assert r["metrics"]["step"] == 3 and np.isfinite(r["metrics"]["loss"])
+
+
+def test_logged_training_metrics_are_weighted_means_over_the_interval():
+    from tinyw2v2.train.pretrain import IntervalMeans
+
+    m = IntervalMeans()
+    m.add({"loss": 1.0, "accuracy": 0.0, "negatives_identical": 0.10}, weights={"accuracy": 1, "negatives_identical": 10},
+          maxima=("negatives_identical",))
+    m.add({"loss": 3.0, "accuracy": 1.0, "negatives_identical": 0.0}, weights={"accuracy": 3, "negatives_identical": 30},
+          maxima=("negatives_identical",))
+    resumed = IntervalMeans(m.state())
+    for means in (m.pop(), resumed.pop()):
+        assert means == pytest.approx({"loss": 2.0, "accuracy": 0.75, "negatives_identical": 0.025,
+                                       "negatives_identical_batch_max": 0.10})
+    assert m.pop() == {}

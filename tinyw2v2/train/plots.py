@@ -11,8 +11,9 @@ def series(records, key, x="step"):
 
 
 def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> list:
-    """Six panels: loss and its parts; masked-frame accuracy (training batch and held-out eval mode);
-    code and probability perplexity; Gumbel temperature; learning rate; gradient norm."""
+    """Seven panels: loss and its parts; masked-frame accuracy (training batch and held-out eval mode);
+    code and probability perplexity; negatives identical to their positive; Gumbel temperature; learning rate;
+    gradient norm. Training figures are means over each logging interval."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -23,7 +24,7 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
     records = read_metrics(log_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
     ax = axes[0, 0]
     for key in ("loss", "contrastive_loss", "diversity_loss", "eval_loss"):
         ax.plot(*series(records, key), label=key, marker="o" if key == "eval_loss" else None, ms=3)
@@ -39,11 +40,21 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
     if num_codevectors:
         ax.axhline(num_codevectors / 4, color="gray", ls="--", lw=1, label="G·V / 4 (collapse line)")
     ax.set_title("codebook usage"), ax.legend()
+    ax = axes[0, 3]
+    for key, label in (("negatives_identical", "training, interval mean"),
+                       ("negatives_identical_batch_max", "training, worst batch of the interval"),
+                       ("eval_negatives_identical", "held-out speakers")):
+        xs, ys = series(records, key)
+        ax.plot(xs, [100 * y for y in ys], label=label, lw=1 if "max" in key else 1.5,
+                marker="o" if key.startswith("eval") else None, ms=3)
+    ax.axhline(5, color="gray", ls="--", lw=1, label="5%")
+    ax.set_title("negatives identical to the positive (%)"), ax.legend()
     for ax, key, title in ((axes[1, 0], "temperature", "Gumbel temperature"), (axes[1, 1], "lr", "learning rate"),
                            (axes[1, 2], "grad_norm", "gradient norm (before clipping)")):
         ax.plot(*series(records, key))
         ax.set_title(title)
-    for ax in axes.flat:
+    axes[1, 3].axis("off")
+    for ax in axes.flat[:7]:
         ax.set_xlabel("step"), ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out_dir / "pretraining.png"

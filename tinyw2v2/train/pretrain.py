@@ -179,6 +179,38 @@ def negatives_identical_share(out) -> float:
     return float(xp.all(negs == pos[:, None, :], axis=-1).mean())          # sync point (logging only)
 
 
+class IntervalMeans:
+    """Training metrics averaged over the steps since the last logged line (fairseq logs the same way).
+
+    One batch of toy size is a noisy sample: a single crop full of silence can put many identical codes among the
+    negatives. Each value is weighted: loss, parts, perplexities and lr by step, accuracy by masked frames,
+    ``negatives_identical`` by sampled negatives; ``negatives_identical_batch_max`` keeps the worst single batch.
+    The sums travel in the checkpoint, so a resumed run logs exactly what the uninterrupted one does.
+    """
+
+    def __init__(self, state: dict | None = None):
+        self.sums, self.weights, self.maxima = ({}, {}, {}) if not state else (
+            dict(state["sums"]), dict(state["weights"]), dict(state["maxima"]))
+
+    def add(self, values: dict, weights: dict | None = None, maxima: tuple = ()):
+        for k, v in values.items():
+            w = (weights or {}).get(k, 1.0)
+            self.sums[k] = self.sums.get(k, 0.0) + v * w
+            self.weights[k] = self.weights.get(k, 0.0) + w
+        for k in maxima:
+            self.maxima[k] = max(self.maxima.get(k, -math.inf), values[k])
+
+    def pop(self) -> dict:
+        """The means (and maxima, as ``<name>_batch_max``) since the last pop; then start a new interval."""
+        means = {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+        means.update({f"{k}_batch_max": v for k, v in self.maxima.items()})
+        self.sums, self.weights, self.maxima = {}, {}, {}
+        return means
+
+    def state(self) -> dict:
+        return {"sums": self.sums, "weights": self.weights, "maxima": self.maxima}
+
+
 def evaluate(model, eval_set, batch_size: int = 16) -> dict:
     """Eval-mode accuracy, loss per masked frame and code perplexity on the fixed held-out set."""
     x, mask, negatives = eval_set
@@ -277,6 +309,7 @@ def pretrain(args: PretrainArgs) -> dict:
                       weight_decay=args.weight_decay)
     schedule = _schedule(args)
     start = 0
+    interval = IntervalMeans()                                # training metrics since the last logged line
     if args.resume and ckpt_path.exists():
         state, optim_arrays, meta = read_checkpoint(ckpt_path)
         if meta["config"] != config.to_dict():
@@ -288,6 +321,7 @@ def pretrain(args: PretrainArgs) -> dict:
             raise TrainingError(f"{ckpt_path}: {e}") from None
         load_optimizer(opt, optim_arrays, meta)
         start = int(meta["step"])
+        interval = IntervalMeans(meta.get("interval"))
         _truncate_log(log_path, start)
         print(f"resumed from {ckpt_path} at step {start}")
     elif log_path.exists():
@@ -296,7 +330,8 @@ def pretrain(args: PretrainArgs) -> dict:
     (out_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
 
     def checkpoint(step):
-        save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args)})
+        save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args),
+                                                "interval": interval.state()})
 
     if start == 0:
         _append(log_path, {"step": 0, **evaluate(model, eval_set, args.eval_batch)})
@@ -316,12 +351,15 @@ def pretrain(args: PretrainArgs) -> dict:
         loss = out.loss * (1.0 / n)                           # average over masked frames (fairseq)
         loss_value, norm_value = guarded_update(loss, params, opt, args.clip_norm, step, ckpt_path, bar)
         done = step + 1
+        k = out.sampled_negative_indices.shape[-1]
+        interval.add({"loss": loss_value, "contrastive_loss": float(out.contrastive_loss) / n,
+                      "diversity_loss": float(out.diversity_loss) / n, "feature_penalty": float(out.feature_penalty),
+                      "accuracy": float(out.accuracy), "code_perplexity": float(out.code_perplexity),
+                      "prob_perplexity": float(out.prob_perplexity), "negatives_identical": negatives_identical_share(out),
+                      "grad_norm": norm_value, "num_masked": n},
+                     weights={"accuracy": n, "negatives_identical": n * k}, maxima=("negatives_identical",))
         if done % args.log_every == 0 or done == args.steps:
-            last = {"step": done, "loss": loss_value, "contrastive_loss": float(out.contrastive_loss) / n,
-                    "diversity_loss": float(out.diversity_loss) / n, "feature_penalty": float(out.feature_penalty),
-                    "accuracy": float(out.accuracy), "code_perplexity": float(out.code_perplexity),
-                    "prob_perplexity": float(out.prob_perplexity), "negatives_identical": negatives_identical_share(out),
-                    "temperature": tau, "lr": lr, "grad_norm": norm_value, "num_masked": n,
+            last = {"step": done, **interval.pop(), "temperature": tau, "lr": lr,
                     "seconds": round(time.perf_counter() - t_run, 3)}
             if done % args.eval_every == 0 or done == args.steps:
                 last.update(evaluate(model, eval_set, args.eval_batch))
