@@ -9,7 +9,7 @@ import pytest
 import tinyw2v2 as tw
 from tinyw2v2 import backend, ops
 from tinyw2v2.gradcheck import GradcheckError
-from tinyw2v2.ops.ctc import CTCLoss, ctc_loss
+from tinyw2v2.ops.ctc import CTCLoss, ctc_loss, ctc_posteriors
 
 from conftest import torch_or_skip
 
@@ -142,6 +142,47 @@ def test_posteriors_sum_to_one_per_frame():
     t = tw.tensor(x, requires_grad=True, dtype=tw.float64)
     ctc_loss(t, np.array([[1, 2, 2], [5, 5, 0], [3, 0, 0]]), il, [3, 2, 1], reduction="sum").backward()
     np.testing.assert_allclose(t.grad.sum(-1), -(np.arange(10)[:, None] < il[None, :]).astype(float), atol=1e-12)
+
+
+def brute_force_posteriors(log_probs, target, blank=0):
+    """gamma[t, s] by enumeration: every path in C^T that collapses to ``target``, weighted by its probability,
+    votes for the lattice state it is in at each frame (2k - 1 inside the k-th label run, 2k on a blank after it)."""
+    T, C = log_probs.shape
+    gamma = np.zeros((T, 2 * len(target) + 1))
+    for path in itertools.product(range(C), repeat=T):
+        collapsed = [c for i, c in enumerate(path) if c != blank and (i == 0 or c != path[i - 1])]
+        if collapsed != list(target):
+            continue
+        weight, runs = np.exp(sum(log_probs[t, c] for t, c in enumerate(path))), 0
+        for t, c in enumerate(path):
+            runs += c != blank and (t == 0 or c != path[t - 1])
+            gamma[t, 2 * runs - 1 if c != blank else 2 * runs] += weight
+    return gamma / gamma[0].sum()
+
+
+def test_posteriors_equal_brute_force_and_the_gradient():
+    """ctc_posteriors: the lattice occupancy of the definition (729 paths each), 1 per real frame, 0 on padding
+    frames, padded states and impossible rows; summed per class it is minus the loss's gradient."""
+    rng = np.random.default_rng(10)
+    x = log_softmax(rng.standard_normal((6, 4, 3)))
+    targets = np.array([[1, 1, 2], [2, 1, 0], [1, 0, 0], [1, 1, 1]])
+    il, tl = np.array([6, 5, 6, 4]), np.array([3, 2, 1, 3])  # the last row cannot be aligned in 4 frames
+    gamma = ctc_posteriors(tw.tensor(x, dtype=tw.float64), targets, il, tl)
+    assert gamma.shape == (4, 6, 7)
+    for n in range(3):
+        np.testing.assert_allclose(gamma[n, :il[n], :2 * tl[n] + 1],
+                                   brute_force_posteriors(x[:il[n], n], targets[n, :tl[n]]), atol=1e-12)
+        np.testing.assert_allclose(gamma[n].sum(-1), (np.arange(6) < il[n]).astype(float), atol=1e-12)
+        assert (gamma[n, :, 2 * tl[n] + 1:] == 0).all()
+    assert (gamma[3] == 0).all()
+    t = tw.tensor(x[:, :3], requires_grad=True, dtype=tw.float64)
+    ctc_loss(t, targets[:3], il[:3], tl[:3], reduction="sum").backward()
+    ext = np.zeros((3, 7), dtype=int)
+    ext[:, 1::2] = np.where(np.arange(3) < tl[:3, None], targets[:3], 0)
+    per_class = np.stack([np.stack([gamma[n, :, ext[n] == c].sum(0) for c in range(3)], -1) for n in range(3)], 1)
+    np.testing.assert_allclose(-t.grad, per_class, atol=1e-12)
+    one = ctc_posteriors(x[:, 0], targets[0], 6, 3)  # unbatched (T, C) -> (T, 2S + 1)
+    np.testing.assert_allclose(one, gamma[0], atol=1e-15)
 
 
 def test_no_grad_forward_meets_in_the_middle_and_equals_the_full_forward():

@@ -17,4 +17,4 @@ from .ops.activation import dropout, dropout_mask, gelu, linear  # noqa: F401,E4
 from .ops.conv import conv1d, weight_norm  # noqa: F401,E402
 from .ops.attention import scaled_dot_product_attention  # noqa: F401,E402
 from .ops.cross_entropy import cross_entropy  # noqa: F401,E402
-from .ops.ctc import ctc_loss  # noqa: F401,E402
+from .ops.ctc import ctc_loss, ctc_posteriors  # noqa: F401,E402

@@ -1,7 +1,9 @@
 """Connectionist temporal classification (CTC) loss, with a hand-written backward from the alpha-beta posteriors.
 
-ctc_loss: -log p(l | x), p the sum over every alignment of the label sequence l with the input frames
-          (Graves et al. 2006); torch.nn.functional.ctc_loss semantics.
+ctc_loss:       -log p(l | x), p the sum over every alignment of the label sequence l with the input frames
+                (Graves et al. 2006); torch.nn.functional.ctc_loss semantics.
+ctc_posteriors: gamma[n, t, s], the posterior probability that the alignment is in state s of the blank-extended
+                labels at frame t (the alignment lattice; no gradient). The same alpha-beta pass as the loss.
 
 Derivation: docs/ctc.md. Notation: T frames (the longest input), N batch, C classes (blank included),
 S the longest target, L = 2S + 1 the length of the blank-extended label sequence l' = (b, l1, b, l2, ..., lS, b),
@@ -15,7 +17,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, no_grad
 
 NEG = -1e30        # log(0): finite, so that NEG + NEG - NEG stays NEG (no inf - inf = NaN)
 _IMPOSSIBLE = -1e29  # a log-likelihood below this is log(0): no alignment exists
@@ -188,13 +190,23 @@ class CTCLoss(Function):
             self._free = ("alpha", "beta", "E", "ext", "frame", "scale", "logp", "possible")
         return out
 
-    def backward(self, g):
-        xp = get_array_module(g)
-        T, N, L = self.E.shape
+    def posteriors(self):
+        """gamma[t, n, s] = exp(alpha + beta - E - log p[n]) (T, N, L), after a recording forward.
+
+        The posterior of state s at frame t: sums to 1 over s on real frames t < Tn (1 in the final blank on
+        virtual frames t >= Tn), 0 in padded states s >= Ln, and about 0 everywhere for an impossible sequence.
+        """
+        xp = get_array_module(self.E)
         gamma = self.alpha + self.beta  # (T, N, L)
         gamma -= self.E  # alpha and beta both include the emission at t: count it once
         gamma -= self.logp[None, :, None]
-        xp.exp(gamma, out=gamma)  # posterior of state s at frame t, sums to 1 over s on real frames
+        xp.exp(gamma, out=gamma)
+        return gamma
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        T, N, L = self.E.shape
+        gamma = self.posteriors()  # (T, N, L): posterior of state s at frame t, sums to 1 over s on real frames
         onehot = (self.ext[:, :, None] == xp.arange(self.C)[None, None, :]).astype(g.dtype)  # (N, L, C)
         gn = xp.broadcast_to(g, (N,)) if g.ndim == 0 else g  # (N,) upstream of each loss[n]
         if self.scale is not None:
@@ -235,10 +247,53 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
     """
     if reduction not in ("none", "sum", "mean"):
         raise ValueError(f"ctc_loss: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+    log_probs, targets, input_lengths, target_lengths, unbatched = _prepare(
+        log_probs, targets, input_lengths, target_lengths, blank, "ctc_loss")
+    out = CTCLoss.apply(log_probs, targets=targets, input_lengths=input_lengths, target_lengths=target_lengths,
+                        blank=blank, reduction=reduction, zero_infinity=zero_infinity)
+    if unbatched and reduction == "none":
+        from . import reshape
+        out = reshape(out, ())
+    return out
+
+
+def ctc_posteriors(log_probs, targets, input_lengths, target_lengths, blank=0):
+    """The CTC alignment lattice: gamma[n, t, s] = P(state s at frame t | l_n, x_n), no gradient.
+
+    Same inputs as ``ctc_loss``. State s indexes the blank-extended labels l' = (b, l1, b, l2, ..., lSn, b)
+    (``ext[n, 2j+1] = targets[n, j]``, blank elsewhere), and
+
+        gamma[n, t, s] = alpha_t(s) beta_t(s) / (y_t(l'_s) p(l_n | x_n))          (docs/ctc.md, eq. 7)
+
+    the share of the total alignment probability carried by the walks that sit in state s at frame t. It comes
+    from the same alpha-beta recursion as the loss (``CTCLoss.posteriors``, what the backward uses), and
+    -sum over the states emitting class c of gamma is the loss's gradient with respect to log_probs[t, n, c].
+
+    Returns an array (not a Tensor) on log_probs' device: (N, T, L) with L = 2 S + 1, or (T, 2 Sn + 1) for
+    unbatched (T, C) input. Each real frame t < input_lengths[n] sums to 1 over s; padding frames, padded
+    states s >= 2 Sn + 1 and every entry of an impossible sequence (no alignment exists) are 0.
+    """
+    with no_grad():
+        log_probs, targets, input_lengths, target_lengths, unbatched = _prepare(
+            log_probs, targets, input_lengths, target_lengths, blank, "ctc_posteriors")
+    fn = CTCLoss()
+    fn._recording = True  # keep alpha and beta at every frame, as for a backward
+    fn.forward(log_probs.data, targets=targets, input_lengths=input_lengths, target_lengths=target_lengths,
+               blank=blank, reduction="none")
+    gamma = fn.posteriors()  # (T, N, L)
+    xp = get_array_module(gamma)
+    gamma = gamma * (fn.frame & fn.possible[None, :])[:, :, None]  # padding frames, impossible sequences -> 0
+    gamma = xp.ascontiguousarray(gamma.transpose(1, 0, 2))  # (N, T, L)
+    return gamma[0] if unbatched else gamma
+
+
+def _prepare(log_probs, targets, input_lengths, target_lengths, blank, name):
+    """Check and normalise ctc_loss's inputs: (log_probs (T, N, C) Tensor, targets (N, S), input_lengths (N,),
+    target_lengths (N,) int64 arrays on log_probs' device, unbatched)."""
     if not isinstance(log_probs, Tensor):
         log_probs = Tensor(log_probs, _copy=False)
     if log_probs.dtype not in (np.float32, np.float64):
-        raise TypeError(f"ctc_loss: log_probs must be float32 or float64, got {log_probs.dtype}")
+        raise TypeError(f"{name}: log_probs must be float32 or float64, got {log_probs.dtype}")
     unbatched = log_probs.ndim == 2
     if unbatched:  # (T, C) -> (T, 1, C)
         from . import reshape
@@ -247,23 +302,23 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         input_lengths = _as_int_array(input_lengths, "input_lengths").reshape(1)
         target_lengths = _as_int_array(target_lengths, "target_lengths").reshape(1)
     if log_probs.ndim != 3:
-        raise ValueError(f"ctc_loss: log_probs must be (T, N, C) or (T, C), got {log_probs.shape}")
+        raise ValueError(f"{name}: log_probs must be (T, N, C) or (T, C), got {log_probs.shape}")
     T, N, C = log_probs.shape
     if T < 1:
-        raise ValueError("ctc_loss: log_probs has no frames (T = 0)")
+        raise ValueError(f"{name}: log_probs has no frames (T = 0)")
     if not 0 <= blank < C:
-        raise ValueError(f"ctc_loss: blank {blank} is not a class of C = {C}")
+        raise ValueError(f"{name}: blank {blank} is not a class of C = {C}")
     targets = _as_int_array(targets, "targets")
     input_lengths = _as_int_array(input_lengths, "input_lengths").reshape(-1)
     target_lengths = _as_int_array(target_lengths, "target_lengths").reshape(-1)
     if input_lengths.shape != (N,) or target_lengths.shape != (N,):
-        raise ValueError(f"ctc_loss: input_lengths and target_lengths must have N = {N} entries, "
+        raise ValueError(f"{name}: input_lengths and target_lengths must have N = {N} entries, "
                          f"got {tuple(input_lengths.shape)} and {tuple(target_lengths.shape)}")
     device = log_probs.device
     if targets.ndim == 1:  # concatenated -> padded (N, S); needs the lengths on the host (a sync if on a device)
         lengths = backend.to_numpy(target_lengths)
         if targets.shape[0] != lengths.sum():
-            raise ValueError(f"ctc_loss: 1-D targets hold {targets.shape[0]} labels, "
+            raise ValueError(f"{name}: 1-D targets hold {targets.shape[0]} labels, "
                              f"target_lengths sum to {lengths.sum()}")
         S = int(lengths.max()) if N else 0
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # (N,)
@@ -271,19 +326,14 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         index = backend.to_device(np.minimum(index, max(targets.shape[0] - 1, 0)), backend.device_of(targets))
         targets = targets[index] if targets.shape[0] else backend.get_array_module(targets).zeros((N, S), np.int64)
     elif targets.ndim != 2 or targets.shape[0] != N:
-        raise ValueError(f"ctc_loss: targets must be (N, S) padded or 1-D concatenated, got {tuple(targets.shape)}")
+        raise ValueError(f"{name}: targets must be (N, S) padded or 1-D concatenated, got {tuple(targets.shape)}")
     S = targets.shape[1]
-    for name, a in (("targets", targets), ("input_lengths", input_lengths), ("target_lengths", target_lengths)):
+    for what, a in (("targets", targets), ("input_lengths", input_lengths), ("target_lengths", target_lengths)):
         if isinstance(a, np.ndarray):  # host data is checked here; device data is trusted (a check would sync)
-            _check_host(name, a, T, S, C, blank, target_lengths)
+            _check_host(what, a, T, S, C, blank, target_lengths)
     targets, input_lengths, target_lengths = (backend.to_device(a, device)
                                               for a in (targets, input_lengths, target_lengths))
-    out = CTCLoss.apply(log_probs, targets=targets, input_lengths=input_lengths, target_lengths=target_lengths,
-                        blank=blank, reduction=reduction, zero_infinity=zero_infinity)
-    if unbatched and reduction == "none":
-        from . import reshape
-        out = reshape(out, ())
-    return out
+    return log_probs, targets, input_lengths, target_lengths, unbatched
 
 
 def _check_host(name, a, T, S, C, blank, target_lengths):
