@@ -76,12 +76,10 @@ def analyze(run, data=None, max_utterances: int = 200, device: str = "cpu") -> d
         counts[name] = cooccurrence(phones, codes, len(PHONES), V ** G)
     results["frames"] = int(len(phones))
 
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: never switches a notebook's backend
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5))
+    fig = Figure(figsize=(14, 5))
+    axes = fig.subplots(1, 2)
     for ax, name in zip(axes, ("random init", "trained")):
         s = results[name]
         plot_cooccurrence(counts[name], PHONES, ax=ax,
@@ -90,7 +88,6 @@ def analyze(run, data=None, max_utterances: int = 200, device: str = "cpu") -> d
     plot = out_dir / "plots" / "codes_vs_phones.png"
     plot.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(plot, dpi=100)
-    plt.close(fig)
     (out_dir / "analysis.json").write_text(json.dumps(results, indent=2))
 
     rows = ["| model | PNMI | chance PNMI | phone purity | cluster purity | codes used |", "|---|---|---|---|---|---|"]

@@ -470,15 +470,13 @@ def _progress(args, start):
 def plot_finetuning(log_path, out_dir) -> list:
     """Four panels: training CTC loss per utterance (and held-out); held-out CER / WER against steps and against
     training seconds; learning rate and gradient norm."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: never switches a notebook's backend
 
     records = read_metrics(log_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig = Figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2)
     ax = axes[0, 0]
     ax.plot(*_series(records, "loss"), label="training batch")
     ax.plot(*_series(records, "eval_loss"), marker="o", ms=3, label="held-out")
@@ -504,7 +502,6 @@ def plot_finetuning(log_path, out_dir) -> list:
     fig.tight_layout()
     path = out_dir / "finetuning.png"
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return [path]
 
 

@@ -1,4 +1,7 @@
-"""PNG plots of a pretraining run, from its metrics.jsonl."""
+"""PNG plots of a pretraining run, from its metrics.jsonl.
+
+The plotters build a matplotlib ``Figure`` directly (no pyplot): saving a file never switches the backend or
+touches the figures of a notebook that calls them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,17 +17,15 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
     """Seven panels: loss and its parts; masked-frame accuracy (training batch and held-out eval mode);
     code and probability perplexity; negatives identical to their positive; Gumbel temperature; learning rate;
     gradient norm. Training figures are means over each logging interval."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from .pretrain import read_metrics
 
     records = read_metrics(log_path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(2, 4, figsize=(20, 8))
+    fig = Figure(figsize=(20, 8))
+    axes = fig.subplots(2, 4)
     ax = axes[0, 0]
     for key in ("loss", "contrastive_loss", "diversity_loss", "eval_loss"):
         ax.plot(*series(records, key), label=key, marker="o" if key == "eval_loss" else None, ms=3)
@@ -59,5 +60,4 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
     fig.tight_layout()
     path = out_dir / "pretraining.png"
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return [path]
