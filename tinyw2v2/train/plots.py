@@ -31,7 +31,7 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
         ax.plot(*series(records, key), label=key, marker="o" if key == "eval_loss" else None, ms=3)
     ax.set_title("loss per masked frame"), ax.legend()
     ax = axes[0, 1]
-    ax.plot(*series(records, "accuracy"), label="training batch (Gumbel noise)")
+    ax.plot(*series(records, "accuracy"), label="training (Gumbel noise, interval mean)")
     ax.plot(*series(records, "eval_accuracy"), marker="o", ms=3, label="held-out speakers, eval mode")
     ax.set_ylim(0, 1), ax.set_title("masked-frame accuracy"), ax.legend()
     ax = axes[0, 2]
