@@ -24,7 +24,9 @@ while for 40 labels heavy masking is the better baseline (scratch-N: CER 0.75 wi
 ``--same-settings`` gives all three runs the same settings.
 
 ``--threads N`` sets the BLAS thread count before NumPy loads (on a shared 2-core machine, 1 thread per job is
-often several times faster than 2 contending ones). Wall-clock budgets make the result depend on the machine
+often several times faster than 2 contending ones). ``--jobs J`` runs up to J fine-tunings at once, each in its
+own process (with ``--threads 1 --jobs 2`` on 2 cores: pretrained and scratch-N side by side, one core each,
+then scratch-all). Wall-clock budgets make the result depend on the machine
 and its load: all three runs suffer alike only if the load is steady, so run it on an otherwise idle machine.
 """
 from __future__ import annotations
@@ -65,8 +67,23 @@ def parse_args(argv=None):
     p.add_argument("--only", action="append", choices=RUNS, help="run only these (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="BLAS threads (set before NumPy loads)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="fine-tunings run at once, one process each (1: one after the other)")
     p.add_argument("--progress", action="store_true", help="progress bars")
     return p.parse_args(argv)
+
+
+def _finetune_one(name: str, kwargs: dict) -> dict:
+    """One fine-tuning (in a worker process under --jobs): the figures the table needs."""
+    from tinyw2v2.train.finetune import FinetuneArgs, finetune
+
+    print(f"\n=== {name}: {kwargs['max_minutes']:g} min of training ===", flush=True)
+    t0 = time.perf_counter()
+    r = finetune(FinetuneArgs(**kwargs))
+    cer = r["metrics"].get("eval_cer", float("nan"))
+    print(f"{name}: {r['metrics'].get('step')} steps, held-out CER {cer:.3f}", flush=True)
+    return {"labelled_utterances": r["labelled_utterances"], "train_seconds": r["train_seconds"],
+            "steps": r["metrics"].get("step"), "wall_seconds": time.perf_counter() - t0}
 
 
 def main(argv=None) -> int:
@@ -80,7 +97,7 @@ def main(argv=None) -> int:
     from tinyw2v2.text import Vocabulary
     from tinyw2v2.train.checkpoint import read_checkpoint, save_checkpoint
     from tinyw2v2.train.evaluate import evaluate_utterances, load_ctc_model, load_labelled_utterances
-    from tinyw2v2.train.finetune import FinetuneArgs, finetune, read_metrics
+    from tinyw2v2.train.finetune import read_metrics
     from tinyw2v2.data import AudioDataset
 
     ckpt = Path(a.checkpoint)
@@ -135,18 +152,18 @@ def main(argv=None) -> int:
         "scratch-N": dict(init=str(scratch), labels=a.labels, **scratch_lr),
         "scratch-all": dict(init=str(scratch), labels=None, **dict(scratch_lr, overrides=all_overrides)),
     }
-    results = {}
-    for name in RUNS:
-        if a.only and name not in a.only:
-            continue
-        print(f"\n=== {name}: {a.minutes:g} min of training ===", flush=True)
-        t0 = time.perf_counter()
-        r = finetune(FinetuneArgs(out=str(out / name), **dict(common, **plans[name])))
-        results[name] = {"labelled_utterances": r["labelled_utterances"], "train_seconds": r["train_seconds"],
-                         "overrides": plans[name].get("overrides", overrides),
-                         "steps": r["metrics"].get("step"), "wall_seconds": time.perf_counter() - t0}
-        cer = r["metrics"].get("eval_cer", float("nan"))
-        print(f"{name}: {r['metrics'].get('step')} steps, held-out CER {cer:.3f}", flush=True)
+    names = [n for n in RUNS if not a.only or n in a.only]
+    kwargs = {n: dict(out=str(out / n), **dict(common, **plans[n])) for n in names}
+    if a.jobs > 1:  # separate processes (spawned: each loads NumPy with the thread count set above)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=a.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {n: pool.submit(_finetune_one, n, kwargs[n]) for n in names}
+            done = {n: f.result() for n, f in futures.items()}
+    else:
+        done = {n: _finetune_one(n, kwargs[n]) for n in names}
+    results = {n: dict(done[n], overrides=plans[n].get("overrides", overrides)) for n in names}
 
     # final: every model on the whole held-out split (or --final-utterances of it)
     utts, _ = load_labelled_utterances(corpus / "test", vocab, limit=a.final_utterances or None)
