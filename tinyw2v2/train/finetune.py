@@ -47,8 +47,8 @@ from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
 from .checkpoint import load_optimizer, read_checkpoint, save_checkpoint
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
 from .plots import series as _series
-from .pretrain import (SAMPLE_RATE, TrainingError, _append, _truncate_log, guarded_update, prepare_corpus,
-                       read_metrics)
+from .pretrain import (SAMPLE_RATE, IntervalMeans, TrainingError, _append, _truncate_log, guarded_update,
+                       prepare_corpus, read_metrics)
 
 # fairseq-style fine-tuning settings at toy scale (overridable with --set / overrides)
 FINETUNE_CONFIG = dict(
@@ -333,6 +333,7 @@ def finetune(args: FinetuneArgs) -> dict:
                       weight_decay=args.weight_decay)
     schedule = _Schedule(args)
     start, train_seconds = 0, 0.0
+    interval = IntervalMeans()                                # training figures since the last logged line
     if args.resume and ckpt_path.exists():
         state, optim_arrays, meta = read_checkpoint(ckpt_path)
         if meta["config"] != config.to_dict():
@@ -347,6 +348,7 @@ def finetune(args: FinetuneArgs) -> dict:
             raise TrainingError(f"{ckpt_path}: {e}") from None
         load_optimizer(opt, optim_arrays, meta)
         start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
+        interval = IntervalMeans(meta.get("interval"))
         _truncate_log(log_path, start)
         print(f"resumed from {ckpt_path} at step {start} ({train_seconds:.0f} s of training)")
     elif log_path.exists():
@@ -359,7 +361,8 @@ def finetune(args: FinetuneArgs) -> dict:
 
     def checkpoint(step):
         save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args),
-                                                "train_seconds": train_seconds, "vocab": vocab.tokens})
+                                                "train_seconds": train_seconds, "vocab": vocab.tokens,
+                                                "interval": interval.state()})
 
     def run_eval():
         r = evaluate_utterances(model, vocab, eval_set)
@@ -406,9 +409,10 @@ def finetune(args: FinetuneArgs) -> dict:
             due_eval = True
             while next_eval_seconds <= train_seconds:
                 next_eval_seconds += args.eval_every_seconds
+        interval.add({"loss": loss_value, "grad_norm": norm_value, "batch_size": B})
         if done % args.log_every == 0 or final or due_eval:
-            last = {"step": done, "loss": loss_value, "lr": lr, "grad_norm": norm_value, "batch_size": B,
-                    "epoch": batches.epoch_of(step), "frozen": bool(frozen), "seconds": round(train_seconds, 3)}
+            last = {"step": done, **interval.pop(), "lr": lr, "epoch": batches.epoch_of(step),
+                    "frozen": bool(frozen), "seconds": round(train_seconds, 3)}
             if due_eval or final:
                 metrics, last_rows = run_eval()
                 last.update(metrics)
