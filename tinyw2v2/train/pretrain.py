@@ -25,7 +25,7 @@ from .. import backend, optim
 from ..data import AudioDataset, generate_corpus
 from ..models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from ..models.wav2vec2.masking import compute_mask_indices, sample_negative_indices
-from ..tensor import no_grad
+from ..tensor import Tensor, no_grad
 from .checkpoint import load_optimizer, read_checkpoint, save_checkpoint
 
 SAMPLE_RATE = 16000
@@ -166,8 +166,9 @@ def make_eval_set(waves, config: Wav2Vec2Config, num: int, samples: int, seed: i
 # metrics
 
 
-def negatives_identical_share(out) -> float:
-    """Share of sampled negatives whose quantised target equals the positive's (masked to -inf in the loss)."""
+def negatives_identical(out):
+    """Share of sampled negatives whose quantised target equals the positive's (masked to -inf in the loss),
+    as a 0-d array on the model's device: reading it is left to the caller (a sync point on a GPU)."""
     q = out.projected_quantized_states.data
     xp = backend.get_array_module(q)
     B, T, P = q.shape
@@ -176,7 +177,12 @@ def negatives_identical_share(out) -> float:
     q_flat = q.reshape(B * T, P)                                           # (B, T, P) -> (B*T, P)
     pos = q_flat[backend.to_device(frames, backend.device_of(q))]          # (N, P)
     negs = q_flat[backend.to_device(neg, backend.device_of(q))]            # (N, K, P)
-    return float(xp.all(negs == pos[:, None, :], axis=-1).mean())          # sync point (logging only)
+    return xp.all(negs == pos[:, None, :], axis=-1).mean()
+
+
+def _value(v) -> float:
+    """A Python float from a number or a 0-d array on any device (a sync point for a GPU array)."""
+    return v.item() if hasattr(v, "item") else float(v)
 
 
 class IntervalMeans:
@@ -185,7 +191,9 @@ class IntervalMeans:
     One batch of toy size is a noisy sample: a single crop full of silence can put many identical codes among the
     negatives. Each value is weighted: loss, parts, perplexities and lr by step, accuracy by masked frames,
     ``negatives_identical`` by sampled negatives; ``negatives_identical_batch_max`` keeps the worst single batch.
-    The sums travel in the checkpoint, so a resumed run logs exactly what the uninterrupted one does.
+    Values may be Tensors or 0-d device arrays: they are summed in float64 where they live and read once per
+    logged line, so the training step gains no host sync. The sums travel in the checkpoint, so a resumed run logs
+    exactly what the uninterrupted one does.
     """
 
     def __init__(self, state: dict | None = None):
@@ -193,22 +201,32 @@ class IntervalMeans:
             dict(state["sums"]), dict(state["weights"]), dict(state["maxima"]))
 
     def add(self, values: dict, weights: dict | None = None, maxima: tuple = ()):
+        values = {k: _float64(v) for k, v in values.items()}
         for k, v in values.items():
             w = (weights or {}).get(k, 1.0)
             self.sums[k] = self.sums.get(k, 0.0) + v * w
             self.weights[k] = self.weights.get(k, 0.0) + w
         for k in maxima:
-            self.maxima[k] = max(self.maxima.get(k, -math.inf), values[k])
+            v = values[k]
+            self.maxima[k] = v if k not in self.maxima else backend.get_array_module(v).maximum(self.maxima[k], v)
 
     def pop(self) -> dict:
         """The means (and maxima, as ``<name>_batch_max``) since the last pop; then start a new interval."""
-        means = {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
-        means.update({f"{k}_batch_max": v for k, v in self.maxima.items()})
+        means = {k: _value(self.sums[k]) / self.weights[k] for k in self.sums if self.weights[k] > 0}
+        means.update({f"{k}_batch_max": _value(v) for k, v in self.maxima.items()})
         self.sums, self.weights, self.maxima = {}, {}, {}
         return means
 
     def state(self) -> dict:
-        return {"sums": self.sums, "weights": self.weights, "maxima": self.maxima}
+        """The running sums as JSON numbers (for the checkpoint)."""
+        return {"sums": {k: _value(v) for k, v in self.sums.items()}, "weights": dict(self.weights),
+                "maxima": {k: _value(v) for k, v in self.maxima.items()}}
+
+
+def _float64(v):
+    """A Tensor, 0-d array or number as a float64 value to sum, left on its device."""
+    v = v.data if isinstance(v, Tensor) else v
+    return v.astype(np.float64) if hasattr(v, "astype") else float(v)
 
 
 def evaluate(model, eval_set, batch_size: int = 16) -> dict:
@@ -227,7 +245,7 @@ def evaluate(model, eval_set, batch_size: int = 16) -> dict:
             loss += float(out.contrastive_loss)
             ppl += float(out.code_perplexity) * n
             k = out.sampled_negative_indices.shape[-1]
-            identical += negatives_identical_share(out) * n * k
+            identical += _value(negatives_identical(out)) * n * k
             n_negatives += n * k
             total += n
     model.train(was_training)
@@ -352,10 +370,10 @@ def pretrain(args: PretrainArgs) -> dict:
         loss_value, norm_value = guarded_update(loss, params, opt, args.clip_norm, step, ckpt_path, bar)
         done = step + 1
         k = out.sampled_negative_indices.shape[-1]
-        interval.add({"loss": loss_value, "contrastive_loss": float(out.contrastive_loss) / n,
-                      "diversity_loss": float(out.diversity_loss) / n, "feature_penalty": float(out.feature_penalty),
-                      "accuracy": float(out.accuracy), "code_perplexity": float(out.code_perplexity),
-                      "prob_perplexity": float(out.prob_perplexity), "negatives_identical": negatives_identical_share(out),
+        interval.add({"loss": loss_value, "contrastive_loss": out.contrastive_loss.data.astype(np.float64) / n,  # read when logged
+                      "diversity_loss": out.diversity_loss.data.astype(np.float64) / n, "feature_penalty": out.feature_penalty,
+                      "accuracy": out.accuracy, "code_perplexity": out.code_perplexity,
+                      "prob_perplexity": out.prob_perplexity, "negatives_identical": negatives_identical(out),
                       "grad_norm": norm_value, "num_masked": n},
                      weights={"accuracy": n, "negatives_identical": n * k}, maxima=("negatives_identical",))
         if done % args.log_every == 0 or done == args.steps:
