@@ -44,11 +44,11 @@ from ..data import AudioDataset, collate, make_batches
 from ..models.wav2vec2 import Wav2Vec2Config
 from ..models.wav2vec2.ctc import VocabularyMismatchError, Wav2Vec2ForCTC, vocabulary_mismatch
 from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
-from .checkpoint import load_optimizer, read_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
 from .plots import series as _series
-from .pretrain import (SAMPLE_RATE, IntervalMeans, TrainingError, _append, _truncate_log, guarded_update,
-                       prepare_corpus, read_metrics)
+from .pretrain import (SAMPLE_RATE, IntervalMeans, TrainingError, _append, guarded_update, prepare_corpus,
+                       read_metrics, restore_checkpoint)
 
 # fairseq-style fine-tuning settings at toy scale (overridable with --set / overrides)
 FINETUNE_CONFIG = dict(
@@ -335,21 +335,15 @@ def finetune(args: FinetuneArgs) -> dict:
     start, train_seconds = 0, 0.0
     interval = IntervalMeans()                                # training figures since the last logged line
     if args.resume and ckpt_path.exists():
-        state, optim_arrays, meta = read_checkpoint(ckpt_path)
-        if meta["config"] != config.to_dict():
-            raise TrainingError(f"{ckpt_path}: the checkpoint was made with another model config; resume with the "
-                                "same --init/--preset/--set options, or pick a new --out directory")
-        head = state.get("lm_head.weight")
-        if head is not None and head.shape[0] != len(vocab):
-            raise TrainingError(str(vocabulary_mismatch(int(head.shape[0]), len(vocab), ckpt_path)))
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise TrainingError(f"{ckpt_path}: {e}") from None
-        load_optimizer(opt, optim_arrays, meta)
+        def same_vocabulary(state):
+            head = state.get("lm_head.weight")
+            if head is not None and head.shape[0] != len(vocab):
+                raise TrainingError(str(vocabulary_mismatch(int(head.shape[0]), len(vocab), ckpt_path)))
+
+        meta = restore_checkpoint(ckpt_path, model, opt, config, log_path, "--init/--preset/--set",
+                                  check_state=same_vocabulary)
         start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
         interval = IntervalMeans(meta.get("interval"))
-        _truncate_log(log_path, start)
         print(f"resumed from {ckpt_path} at step {start} ({train_seconds:.0f} s of training)")
     elif log_path.exists():
         log_path.unlink()

@@ -278,6 +278,27 @@ def guarded_update(loss, params, opt, clip_norm, step: int, ckpt_path: Path, bar
     return loss_value, norm_value
 
 
+def restore_checkpoint(ckpt_path: Path, model, opt, config, log_path: Path, options: str,
+                       check_state=None) -> dict:
+    """``--resume``: load a run's checkpoint into the model and the optimiser and cut the metrics log back to its
+    step; returns the checkpoint's metadata. A checkpoint of another config is refused, naming ``options`` (the
+    command-line options that fix the config); ``check_state(state)`` may refuse it for a clearer reason before
+    the state is loaded."""
+    state, optim_arrays, meta = read_checkpoint(ckpt_path)
+    if meta["config"] != config.to_dict():
+        raise TrainingError(f"{ckpt_path}: the checkpoint was made with another model config; resume with the "
+                            f"same {options} options, or pick a new --out directory")
+    if check_state is not None:
+        check_state(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise TrainingError(f"{ckpt_path}: {e}") from None
+    load_optimizer(opt, optim_arrays, meta)
+    _truncate_log(log_path, int(meta["step"]))
+    return meta
+
+
 def _schedule(args: PretrainArgs):
     warmup = int(round(args.warmup * args.steps))
     if args.schedule == "linear":
@@ -329,18 +350,9 @@ def pretrain(args: PretrainArgs) -> dict:
     start = 0
     interval = IntervalMeans()                                # training metrics since the last logged line
     if args.resume and ckpt_path.exists():
-        state, optim_arrays, meta = read_checkpoint(ckpt_path)
-        if meta["config"] != config.to_dict():
-            raise TrainingError(f"{ckpt_path}: the checkpoint was made with another model config; resume with the "
-                                "same --preset/--set options, or pick a new --out directory")
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as e:
-            raise TrainingError(f"{ckpt_path}: {e}") from None
-        load_optimizer(opt, optim_arrays, meta)
+        meta = restore_checkpoint(ckpt_path, model, opt, config, log_path, "--preset/--set")
         start = int(meta["step"])
         interval = IntervalMeans(meta.get("interval"))
-        _truncate_log(log_path, start)
         print(f"resumed from {ckpt_path} at step {start}")
     elif log_path.exists():
         log_path.unlink()
