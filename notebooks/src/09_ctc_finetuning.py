@@ -238,16 +238,13 @@ for name, args in runs.items():
 # up: what it learns is about its 40 utterances, not about speech.
 
 # %%
+from tinyw2v2.train.plots import series   # (steps, values) of the logged lines that have the key
+
 records = {name: read_metrics(Path(args.out) / "metrics.jsonl") for name, args in runs.items()}
 
 
-def series(recs, key):
-    pts = [(r["step"], r[key]) for r in recs if key in r]
-    return np.array(pts).T
-
-
 def trailing_mean(steps, values, k=5):
-    """Mean of the last k logged values (training batches differ a lot in length and content)."""
+    """Mean of the last k logged values (each already a mean over 10 steps; batches differ a lot)."""
     k = max(1, min(k, len(values)))
     c = np.cumsum(np.insert(values, 0, 0.0))
     return steps[k - 1:], (c[k:] - c[:-k]) / k
