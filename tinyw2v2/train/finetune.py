@@ -476,7 +476,7 @@ def plot_finetuning(log_path, out_dir) -> list:
     fig = Figure(figsize=(12, 8))
     axes = fig.subplots(2, 2)
     ax = axes[0, 0]
-    ax.plot(*_series(records, "loss"), label="training batch")
+    ax.plot(*_series(records, "loss"), label="training (interval mean)")
     ax.plot(*_series(records, "eval_loss"), marker="o", ms=3, label="held-out")
     ax.set_yscale("log"), ax.set_title("CTC loss per utterance"), ax.set_xlabel("step"), ax.legend()
     ax = axes[0, 1]
