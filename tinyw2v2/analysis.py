@@ -63,7 +63,8 @@ def plot_cooccurrence(counts: np.ndarray, phone_names=None, ax=None, title=None,
     order = np.lexsort((-sub.max(0), sub.argmax(0)))   # group codes by dominant phone
     sub = sub[:, order]
     cond = sub / np.maximum(sub.sum(1, keepdims=True), 1)  # p(z | y), rows = phones
-    ax.imshow(cond, aspect="auto", cmap="magma", interpolation="nearest")
+    image = ax.imshow(cond, aspect="auto", cmap="magma", interpolation="nearest", vmin=0.0)
+    ax.figure.colorbar(image, ax=ax, label="p(code | phone)", fraction=0.04, pad=0.02)
     ax.set_xlabel(f"code (top {len(used)} by use, grouped by dominant phone)")
     ax.set_ylabel("phone")
     if phone_names is not None:

@@ -43,6 +43,8 @@ def _pretrain(args) -> int:
     values = {k: v for k, v in vars(args).items() if k in known and v is not None}
     values["overrides"] = _parse_overrides(args.set)
     values["progress"] = not args.no_progress
+    if args.minutes is not None and args.steps is None:
+        values["steps"] = None                   # the time budget alone ends the run
     try:
         result = pretrain(PretrainArgs(**values))
     except TrainingError as e:
@@ -51,7 +53,28 @@ def _pretrain(args) -> int:
     print_metrics(result["metrics"])
     print(f"checkpoint: {result['checkpoint']}")
     print("plots: " + ", ".join(result["plots"]))
+    print(pretraining_summary(result))
     return 0
+
+
+def pretraining_summary(result: dict) -> str:
+    """What a pretraining run reached, in words: chance level, start and end on the held-out speakers, the plot."""
+    import math
+
+    m, m0, K = result["metrics"], result["initial"], result["num_negatives"]
+    lines = [f"\nSummary after {m['step']} steps ({result['train_seconds'] / 60:.1f} min of training):"]
+    if "eval_accuracy" in m:
+        lines += [
+            f"  held-out speakers (never heard in training), eval mode, {m['eval_frames']:,} masked frames of "
+            f"{result['eval_utterances']} utterances:",
+            f"    accuracy {m['eval_accuracy']:.3f}  (chance 1/(K+1) = 1/{K + 1} = {1 / (K + 1):.3f}; "
+            f"{m0['eval_accuracy']:.3f} before training)",
+            f"    loss     {m['eval_loss']:.3f}  (ln(K+1) = {math.log(K + 1):.3f} when all {K + 1} candidates look "
+            f"alike; {m0['eval_loss']:.3f} before training)",
+        ]
+    lines.append(f"  plot: {result['plots'][0]}: in 'masked-frame accuracy' the held-out curve should leave chance "
+                 "and keep rising; 'codebook usage' should stay well above the G·V/4 line.")
+    return "\n".join(lines)
 
 
 def print_metrics(metrics: dict) -> None:
@@ -82,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus-dir", dest="corpus_dir", help="where to generate the synthetic corpus (data/synthetic)")
     p.add_argument("--preset", choices=["tiny", "base", "large"])
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model config field (repeatable)")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="training steps (1000; with --minutes alone: no step limit)")
+    p.add_argument("--minutes", type=float, help="training-time budget; the lr and temperature schedules span it")
     p.add_argument("--batch-seconds", dest="batch_seconds", type=float, help="audio per batch (24)")
     p.add_argument("--crop-seconds", dest="crop_seconds", type=float, help="longest crop (2)")
     p.add_argument("--lr", type=float, help="peak learning rate (1e-3)")
@@ -92,12 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-norm", dest="clip_norm", type=float)
     p.add_argument("--max-temperature", dest="max_temperature", type=float)
     p.add_argument("--min-temperature", dest="min_temperature", type=float)
+    p.add_argument("--anneal-fraction", dest="anneal_fraction", type=float,
+                   help="the temperature reaches its minimum after this fraction of the run")
+    p.add_argument("--anneal-steps", dest="anneal_steps", type=int,
+                   help="... or after this many steps, whatever the run's length")
+    p.add_argument("--threads", type=int, help="BLAS threads")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--out", help="output directory (runs/pretrain)")
     p.add_argument("--log-every", dest="log_every", type=int)
     p.add_argument("--eval-every", dest="eval_every", type=int)
-    p.add_argument("--eval-utterances", dest="eval_utterances", type=int)
+    p.add_argument("--eval-utterances", dest="eval_utterances", type=int, help="held-out utterances (default: all)")
     p.add_argument("--checkpoint-every", dest="checkpoint_every", type=int)
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/checkpoint.npz")
     p.add_argument("--strict", action="store_true", default=None, help="stop on the first bad audio file")

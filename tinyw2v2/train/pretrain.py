@@ -12,6 +12,7 @@ numbers an uninterrupted run gives. Held-out evaluation uses fixed crops, masks 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backend, optim
-from ..data import AudioDataset, generate_corpus
+from ..data import AudioDataset, collate, generate_corpus, make_batches
 from ..models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from ..models.wav2vec2.masking import compute_mask_indices, sample_negative_indices
 from ..tensor import Tensor, no_grad
@@ -46,7 +47,8 @@ class PretrainArgs:
     corpus_seed: int = 0
     preset: str = "tiny"
     overrides: dict = field(default_factory=dict)
-    steps: int = 1000
+    steps: int | None = 1000
+    minutes: float | None = None       # training-time budget (evaluation not counted); the schedules span it
     batch_seconds: float = 24.0        # audio per batch (before cropping to the shortest)
     crop_seconds: float = 2.0
     lr: float = 1e-3
@@ -58,21 +60,22 @@ class PretrainArgs:
     clip_norm: float = 10.0
     max_temperature: float = 2.0
     min_temperature: float = 0.5
-    anneal_fraction: float = 1.0       # the temperature reaches its minimum after this fraction of the steps
+    anneal_fraction: float = 1.0       # the temperature reaches its minimum after this fraction of the run
+    anneal_steps: int | None = None    # ... or after this many steps, whatever the run's length (fairseq)
     seed: int = 0
     device: str = "cpu"
     out: str = "runs/pretrain"
     log_every: int = 10
     eval_every: int = 100
-    eval_utterances: int = 48
-    eval_seconds: float = 1.5
-    eval_batch: int = 16
+    eval_utterances: int | None = None  # held-out utterances scored (None: all of them)
+    eval_batch_seconds: float = 32.0   # audio per held-out batch
     checkpoint_every: int = 250
     resume: bool = False
     stop_at: int | None = None         # stop (with a checkpoint) after this step, as if interrupted
     strict: bool = False
     normalize: bool = False
     progress: bool = True
+    threads: int | None = None         # BLAS threads for the run (None: leave them as they are)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,19 +150,38 @@ class BatchSampler:
         return batch
 
 
-def make_eval_set(waves, config: Wav2Vec2Config, num: int, samples: int, seed: int = 1234):
-    """Fixed held-out crops (B, samples) with fixed masks (B, T) and negatives (B, T, K)."""
+@dataclass
+class EvalSet:
+    """The fixed held-out set: length-grouped batches, each cropped to its shortest utterance, with fixed
+    masks and negatives. ``batches`` holds (x (B, L) float32, mask (B, T) bool, negatives (B, T, K) int64)."""
+    batches: list
+    utterances: int
+    seconds: float       # audio scored, after cropping
+    cropped: float       # audio cut off by cropping each batch to its shortest
+
+
+def make_eval_set(waves, config: Wav2Vec2Config, max_utterances: int | None = None, batch_seconds: float = 32.0,
+                  seed: int = 1234) -> EvalSet:
+    """Every held-out utterance (or a seeded random ``max_utterances`` of them), sorted by length and grouped
+    into batches of at most ``batch_seconds`` of audio; each batch is cropped at random offsets to its shortest
+    member (no padding, as in training), and gets fixed masks and negatives drawn from ``seed``."""
     rng = np.random.default_rng(seed)
-    long_enough = [w for w in waves if w.shape[0] >= samples]
-    if not long_enough:
-        raise TrainingError(f"no held-out utterance is {samples / SAMPLE_RATE:.2f} s long (--eval-seconds)")
-    pick = rng.choice(len(long_enough), size=min(num, len(long_enough)), replace=False)
-    x = np.stack([long_enough[i][:samples] for i in sorted(pick)]).astype(np.float32)   # (B, samples)
-    T = config.num_frames(samples)
-    mask = compute_mask_indices((len(x), T), config.mask_time_prob, config.mask_time_length,
-                                min_masks=config.mask_time_min_masks, rng=rng)
-    negatives = sample_negative_indices((len(x), T), config.num_negatives, mask, rng)
-    return x, mask, negatives
+    chosen = np.arange(len(waves))
+    if max_utterances and max_utterances < len(waves):
+        chosen = np.sort(rng.choice(len(waves), size=max_utterances, replace=False))
+    lengths = [waves[i].shape[0] for i in chosen]
+    batches, seconds, cropped = [], 0.0, 0.0
+    for idx in make_batches(lengths, max_batch_seconds=batch_seconds, sample_rate=SAMPLE_RATE, shuffle=False):
+        x, _, _ = collate([waves[chosen[i]] for i in idx], crop_to_shortest=True, rng=rng)  # (B, L)
+        B, L = x.shape
+        T = config.num_frames(L)
+        mask = compute_mask_indices((B, T), config.mask_time_prob, config.mask_time_length,
+                                    min_masks=config.mask_time_min_masks, rng=rng)
+        negatives = sample_negative_indices((B, T), config.num_negatives, mask, rng)
+        batches.append((x, mask, negatives))
+        seconds += B * L / SAMPLE_RATE
+        cropped += (sum(lengths[i] for i in idx) - B * L) / SAMPLE_RATE
+    return EvalSet(batches, int(len(chosen)), seconds, cropped)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -229,28 +251,26 @@ def _float64(v):
     return v.astype(np.float64) if hasattr(v, "astype") else float(v)
 
 
-def evaluate(model, eval_set, batch_size: int = 16) -> dict:
-    """Eval-mode accuracy, loss per masked frame and code perplexity on the fixed held-out set."""
-    x, mask, negatives = eval_set
+def evaluate(model, eval_set: EvalSet) -> dict:
+    """Eval-mode accuracy, loss per masked frame, code perplexity and identical negatives on the fixed held-out
+    set, each a mean over its masked frames (``eval_frames``: how many were scored)."""
     was_training = model.training
     model.eval()
-    correct = total = loss = ppl = identical = n_negatives = 0.0
+    correct = loss = ppl = identical = 0.0
+    frames = negatives_total = 0
     with no_grad():
-        for s in range(0, len(x), batch_size):
-            T = mask.shape[1]
-            out = model(x[s:s + batch_size], mask_time_indices=mask[s:s + batch_size],
-                        sampled_negative_indices=negatives[s:s + batch_size] - s * T)  # flat b*T+t, rebased
-            n = out.num_masked
+        for x, mask, negatives in eval_set.batches:
+            out = model(x, mask_time_indices=mask, sampled_negative_indices=negatives)
+            n, k = out.num_masked, negatives.shape[-1]
             correct += float(out.accuracy) * n
             loss += float(out.contrastive_loss)
             ppl += float(out.code_perplexity) * n
-            k = out.sampled_negative_indices.shape[-1]
             identical += _value(negatives_identical(out)) * n * k
-            n_negatives += n * k
-            total += n
+            frames += n
+            negatives_total += n * k
     model.train(was_training)
-    return {"eval_accuracy": correct / total, "eval_loss": loss / total, "eval_code_perplexity": ppl / total,
-            "eval_negatives_identical": identical / n_negatives}
+    return {"eval_accuracy": correct / frames, "eval_loss": loss / frames, "eval_code_perplexity": ppl / frames,
+            "eval_negatives_identical": identical / negatives_total, "eval_frames": frames}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,27 +319,89 @@ def restore_checkpoint(ckpt_path: Path, model, opt, config, log_path: Path, opti
     return meta
 
 
-def _schedule(args: PretrainArgs):
-    warmup = int(round(args.warmup * args.steps))
-    if args.schedule == "linear":
-        return optim.LinearWarmupDecay(args.lr, warmup, max(args.steps, warmup + 1))
-    if args.schedule == "constant":
-        return optim.PolynomialDecay(args.lr, warmup, 10 ** 12, end_lr=args.lr, power=1.0)
-    raise ValueError(f"unknown schedule {args.schedule!r}: use 'linear' or 'constant'")
+class RunSchedule:
+    """The learning rate and the Gumbel temperature as functions of the run's progress p in [0, 1]: the larger of
+    step / steps and training seconds / budget (``--minutes``), so that both schedules end when the budget does.
+
+        lr(p)  linear:   peak * p / w for p < w, then peak * (1 - p) / (1 - w)      (w = warm-up fraction)
+               constant: peak * p / w for p < w, then peak
+        tau(p) = max(tau_max * (tau_min / tau_max) ** (p / a), tau_min)            (a = anneal fraction)
+                 or, with ``anneal_steps`` S, the same with p / a replaced by step / S (fairseq anneals per step)
+    """
+
+    RESOLUTION = 1_000_000   # p is quantised to 1e-6 so that the optimiser's step-based schedules apply
+
+    def __init__(self, args: "PretrainArgs"):
+        self.steps = args.steps
+        self.budget = args.minutes * 60.0 if args.minutes else None
+        if self.steps is None and self.budget is None:
+            raise TrainingError("give --steps or --minutes (or both: the run ends with whichever comes first)")
+        warmup = int(round(args.warmup * self.RESOLUTION))
+        if args.schedule == "linear":
+            self.lr_at = optim.LinearWarmupDecay(args.lr, warmup, max(self.RESOLUTION, warmup + 1))
+        elif args.schedule == "constant":
+            self.lr_at = optim.PolynomialDecay(args.lr, warmup, 10 ** 12, end_lr=args.lr, power=1.0)
+        else:
+            raise TrainingError(f"unknown schedule {args.schedule!r}: use 'linear' or 'constant'")
+        self.tau_max, self.tau_min = args.max_temperature, args.min_temperature
+        self.anneal_fraction, self.anneal_steps = args.anneal_fraction, args.anneal_steps
+
+    def progress(self, step: int, seconds: float) -> float:
+        p = step / self.steps if self.steps else 0.0
+        if self.budget:
+            p = max(p, seconds / self.budget)
+        return min(p, 1.0)
+
+    def finished(self, step: int, seconds: float) -> bool:
+        return (self.steps is not None and step >= self.steps) or (self.budget is not None and seconds >= self.budget)
+
+    def lr(self, step: int, seconds: float) -> float:
+        return self.lr_at(int(self.progress(step, seconds) * self.RESOLUTION))
+
+    def temperature(self, step: int, seconds: float) -> float:
+        if self.anneal_steps:
+            q = step / self.anneal_steps
+        else:
+            q = self.progress(step, seconds) / max(self.anneal_fraction, 1e-12)
+        return max(self.tau_max * (self.tau_min / self.tau_max) ** min(q, 1.0), self.tau_min)
 
 
 def build_config(args: PretrainArgs) -> Wav2Vec2Config:
-    decay_steps = max(1, int(args.anneal_fraction * args.steps))
-    decay = (args.min_temperature / args.max_temperature) ** (1.0 / decay_steps)
-    values = dict(max_gumbel_temperature=args.max_temperature, min_gumbel_temperature=args.min_temperature,
-                  gumbel_temperature_decay=decay)
+    """The preset with ``--set`` overrides; the temperature bounds come from the run's arguments."""
+    values = dict(max_gumbel_temperature=args.max_temperature, min_gumbel_temperature=args.min_temperature)
     values.update(args.overrides)
-    return Wav2Vec2Config.preset(args.preset, **values)
+    try:
+        return Wav2Vec2Config.preset(args.preset, **values)
+    except TypeError as e:       # an unknown --set key
+        raise TrainingError(f"--set: {e}".replace("__init__() ", "")) from None
+    except ValueError as e:      # a value the config refuses
+        raise TrainingError(f"--set: {e}") from None
 
 
 def pretrain(args: PretrainArgs) -> dict:
     """Run (or resume) a pretraining; returns the last metrics. Writes into ``args.out``:
     metrics.jsonl, checkpoint.npz, config.json, plots/*.png."""
+    with _blas_threads(args.threads):
+        return _pretrain(args)
+
+
+def _blas_threads(n):
+    """Limit the BLAS threads for the run (None: leave them as they are)."""
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=int(n), user_api="blas")
+
+
+def _pretrain(args: PretrainArgs) -> dict:
+    if args.steps is not None and args.steps < 1:
+        raise TrainingError(f"--steps must be at least 1, got {args.steps}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise TrainingError(f"--minutes must be positive, got {args.minutes:g}")
+    if args.lr <= 0:
+        raise TrainingError(f"--lr must be positive, got {args.lr:g}")
+    schedule = RunSchedule(args)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / "checkpoint.npz", out_dir / "metrics.jsonl"
@@ -332,28 +414,27 @@ def pretrain(args: PretrainArgs) -> dict:
     else:
         train_path, eval_path = Path(args.data), Path(args.eval_data) if args.eval_data else None
     waves, _ = load_waveforms(train_path, min_samples, args.strict, args.normalize)
-    eval_samples = int(args.eval_seconds * SAMPLE_RATE)
     if eval_path is not None:
-        eval_waves, _ = load_waveforms(eval_path, eval_samples, args.strict, args.normalize,
-                                       why=f"an eval crop of {args.eval_seconds} s")
+        eval_waves, _ = load_waveforms(eval_path, min_samples, args.strict, args.normalize)
     else:  # no held-out set given: the last 10% of the training utterances
         split = max(1, len(waves) // 10)
         waves, eval_waves = waves[:-split], waves[-split:]
-    eval_set = make_eval_set(eval_waves, config, args.eval_utterances, eval_samples)
+    eval_set = make_eval_set(eval_waves, config, args.eval_utterances, args.eval_batch_seconds)
     batch_size = max(1, int(round(args.batch_seconds / args.crop_seconds)))
     sampler = BatchSampler(waves, batch_size, int(args.crop_seconds * SAMPLE_RATE), args.seed)
 
     model = Wav2Vec2ForPreTraining(config, seed=args.seed).to(args.device)
     opt = optim.AdamW(model.parameters(), lr=args.lr, betas=tuple(args.betas), eps=args.adam_eps,
                       weight_decay=args.weight_decay)
-    schedule = _schedule(args)
-    start = 0
+    start, train_seconds = 0, 0.0
     interval = IntervalMeans()                                # training metrics since the last logged line
     if args.resume and ckpt_path.exists():
         meta = restore_checkpoint(ckpt_path, model, opt, config, log_path, "--preset/--set")
-        start = int(meta["step"])
+        start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
         interval = IntervalMeans(meta.get("interval"))
         print(f"resumed from {ckpt_path} at step {start}")
+    elif args.resume:
+        print(f"--resume: no checkpoint in {out_dir}, so this run starts from scratch")
     elif log_path.exists():
         log_path.unlink()
     (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -361,26 +442,30 @@ def pretrain(args: PretrainArgs) -> dict:
 
     def checkpoint(step):
         save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args),
-                                                "interval": interval.state()})
+                                                "interval": interval.state(), "train_seconds": train_seconds})
 
     if start == 0:
-        _append(log_path, {"step": 0, **evaluate(model, eval_set, args.eval_batch)})
+        _append(log_path, {"step": 0, "seconds": 0.0, **evaluate(model, eval_set)})
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    bar = _progress(args, start)
+    bar = _progress(args, schedule, start, train_seconds)
     last = {}
-    t_run = time.perf_counter()
-    for step in range(start, args.steps):
+    step = start
+    while not schedule.finished(step, train_seconds):
+        t0 = time.perf_counter()
         x = sampler(step)
         model.manual_seed([args.seed, step, 1])
-        tau = model.update_gumbel_temperature(step)
-        lr = schedule(step)
+        tau = schedule.temperature(step, train_seconds)
+        model.set_gumbel_temperature(tau)
+        lr = schedule.lr(step, train_seconds)
         opt.set_lr(lr)
         out = model(x)
         n = out.num_masked
         loss = out.loss * (1.0 / n)                           # average over masked frames (fairseq)
         loss_value, norm_value = guarded_update(loss, params, opt, args.clip_norm, step, ckpt_path, bar)
-        done = step + 1
+        dt = time.perf_counter() - t0
+        train_seconds += dt
+        step += 1
         k = out.sampled_negative_indices.shape[-1]
         interval.add({"loss": loss_value, "contrastive_loss": out.contrastive_loss.data.astype(np.float64) / n,  # read when logged
                       "diversity_loss": out.diversity_loss.data.astype(np.float64) / n, "feature_penalty": out.feature_penalty,
@@ -388,30 +473,39 @@ def pretrain(args: PretrainArgs) -> dict:
                       "prob_perplexity": out.prob_perplexity, "negatives_identical": negatives_identical(out),
                       "grad_norm": norm_value, "num_masked": n},
                      weights={"accuracy": n, "negatives_identical": n * k}, maxima=("negatives_identical",))
-        if done % args.log_every == 0 or done == args.steps:
-            last = {"step": done, **interval.pop(), "temperature": tau, "lr": lr,
-                    "seconds": round(time.perf_counter() - t_run, 3)}
-            if done % args.eval_every == 0 or done == args.steps:
-                last.update(evaluate(model, eval_set, args.eval_batch))
+        final = schedule.finished(step, train_seconds)
+        if step % args.log_every == 0 or final:
+            last = {"step": step, **interval.pop(), "temperature": tau, "lr": lr, "seconds": round(train_seconds, 3)}
+            if step % args.eval_every == 0 or final:
+                last.update(evaluate(model, eval_set))
             _append(log_path, last)
             bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{last['accuracy']:.2f}",
                             ppl=f"{last['code_perplexity']:.0f}",
                             **({"eval_acc": f"{last['eval_accuracy']:.2f}"} if "eval_accuracy" in last else {}))
-        bar.update(1)
-        if done % args.checkpoint_every == 0 or done == args.steps or done == args.stop_at:
-            checkpoint(done)
-        if done == args.stop_at:
+        bar.update(dt if schedule.budget else 1)
+        if step % args.checkpoint_every == 0 or final or step == args.stop_at:
+            checkpoint(step)
+        if step == args.stop_at:
             break
     bar.close()
+    if not last and step > 0:   # resumed at the end of a finished run
+        last = read_metrics(log_path)[-1]
     from .plots import plot_pretraining
 
     plots = plot_pretraining(log_path, out_dir / "plots", num_codevectors=config.num_codevectors)
-    return {"metrics": last, "plots": [str(p) for p in plots], "checkpoint": str(ckpt_path)}
+    return {"metrics": last, "initial": read_metrics(log_path)[0], "plots": [str(p) for p in plots],
+            "checkpoint": str(ckpt_path), "train_seconds": train_seconds, "eval_utterances": eval_set.utterances,
+            "num_negatives": config.num_negatives}
 
 
-def _progress(args, start):
+def _progress(args, schedule, start, seconds):
+    """A tqdm bar over the steps, or over the seconds of a ``--minutes`` budget (then it shows the time left)."""
     from tqdm.auto import tqdm
 
+    if schedule.budget:
+        return tqdm(total=round(schedule.budget), initial=min(seconds, schedule.budget), disable=not args.progress,
+                    desc="pretrain", unit="s", dynamic_ncols=True,
+                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of training, {remaining} left{postfix}")
     return tqdm(total=args.steps, initial=start, disable=not args.progress, desc="pretrain", unit="step",
                 dynamic_ncols=True)
 

@@ -82,6 +82,11 @@ class Wav2Vec2Config:
     max_gumbel_temperature: float = 2.0
     min_gumbel_temperature: float = 0.5
     gumbel_temperature_decay: float = 0.999995
+    # initialisation variants (the defaults are fairseq's and transformers'; docs/results.md measures the others)
+    codevector_init: str = "uniform"          # "uniform": U[0, 1) (fairseq, transformers); "normal": N(0, 1)
+    quantizer_weight_std: float = 1.0         # std of the quantiser's weight_proj (fairseq, transformers: 1)
+    projection_init: str = "torch"            # project_hid/project_q/feature projection: "torch" U(+-1/sqrt(fan_in)),
+                                              # or "normal": N(0, initializer_range) like the encoder's Linears
     # keys of a config.json that this class does not model (kept for a faithful round trip)
     extra: dict = field(default_factory=dict, repr=False)
 
@@ -161,6 +166,10 @@ class Wav2Vec2Config:
         if self.codevector_dim % self.num_codevector_groups:
             raise ValueError(f"codevector_dim {self.codevector_dim} is not divisible by num_codevector_groups "
                              f"{self.num_codevector_groups}")
+        if self.codevector_init not in ("uniform", "normal"):
+            raise ValueError(f"codevector_init must be 'uniform' or 'normal', not {self.codevector_init!r}")
+        if self.projection_init not in ("torch", "normal"):
+            raise ValueError(f"projection_init must be 'torch' or 'normal', not {self.projection_init!r}")
         for act in (self.hidden_act, self.feat_extract_activation):
             if act != "gelu":
                 raise ValueError(f"only the exact 'gelu' activation is implemented, not {act!r}")

@@ -434,18 +434,31 @@ def init_weights(model: nn.Module, rng: np.random.Generator) -> None:
             _set(module.weight_g, np.sqrt((v * v).sum(axis=(0, 1), keepdims=True)))  # (1, 1, K)
             _set(module.bias, np.zeros(out_c))
         elif isinstance(module, FeatureProjection):
-            _torch_default_linear(module.projection, rng)
+            _projection_init(module.projection, rng, config)
         elif isinstance(module, GumbelVectorQuantizer):
             w = module.weight_proj
-            _set(w.weight, rng.normal(0.0, 1.0, size=w.weight.shape))
+            _set(w.weight, rng.normal(0.0, getattr(config, "quantizer_weight_std", 1.0), size=w.weight.shape))
             _set(w.bias, np.zeros(w.bias.shape))
-            _set(module.codevectors, rng.uniform(0.0, 1.0, size=module.codevectors.shape))
+            if getattr(config, "codevector_init", "uniform") == "normal":
+                _set(module.codevectors, rng.normal(0.0, 1.0, size=module.codevectors.shape))
+            else:
+                _set(module.codevectors, rng.uniform(0.0, 1.0, size=module.codevectors.shape))
         elif isinstance(module, Wav2Vec2Model):
             if module.masked_spec_embed is not None:
                 _set(module.masked_spec_embed, rng.uniform(0.0, 1.0, size=module.masked_spec_embed.shape))
         elif isinstance(module, Wav2Vec2ForPreTraining):
-            _torch_default_linear(module.project_hid, rng)
-            _torch_default_linear(module.project_q, rng)
+            _projection_init(module.project_hid, rng, config)
+            _projection_init(module.project_q, rng, config)
+
+
+def _projection_init(linear, rng, config) -> None:
+    """The projections' init: torch's default (fairseq, transformers) or, with ``projection_init="normal"``,
+    N(0, initializer_range) with zero bias like the encoder's Linears."""
+    if getattr(config, "projection_init", "torch") == "normal":
+        _set(linear.weight, rng.normal(0.0, config.initializer_range, size=linear.weight.shape))
+        _set(linear.bias, np.zeros(linear.bias.shape))
+    else:
+        _torch_default_linear(linear, rng)
 
 
 def _torch_default_linear(linear, rng) -> None:
