@@ -153,19 +153,21 @@ def test_float32_on_device_equals_cpu(device, op):
 
 # --- (d) op-specific ------------------------------------------------------------------------------------------------
 
-def test_float32_gelu_and_its_derivative_are_accurate_to_1e_6():
+@pytest.mark.parametrize("reference", [False, True], ids=["tuned", "reference"])
+def test_float32_gelu_and_its_derivative_are_accurate_to_1e_6(reference):
     """The fused float32 path against the exact erf form in float64, over the range that matters and beyond."""
     import scipy.special
     x = np.concatenate([np.linspace(-12, 12, 400_001), [0.0, -0.0, 1e-30, -1e-30, 40.0, -40.0, 1e4, -1e4]]).astype(np.float32)
     t = tw.tensor(x, requires_grad=True)
-    y = F.gelu(t)
-    y.backward(np.ones_like(x))
+    with tw.reference_ops(reference):
+        y = F.gelu(t)
+        y.backward(np.ones_like(x))
     x64 = x.astype(np.float64)
     Phi = 0.5 * (1 + scipy.special.erf(x64 / np.sqrt(2)))
     assert y.dtype == np.float32 and t.grad.dtype == np.float32
     assert np.abs(y.data - x64 * Phi).max() < 1e-6
     assert np.abs(t.grad - (Phi + x64 * np.exp(-0.5 * x64 ** 2) / np.sqrt(2 * np.pi))).max() < 1e-6
-    with tw.no_grad():  # the no-grad forward runs the same kernel without the derivative
+    with tw.no_grad(), tw.reference_ops(reference):  # the no-grad forward runs the same kernel, no derivative
         np.testing.assert_array_equal(F.gelu(tw.tensor(x)).data, y.data)
     assert y.data[-1] == 0 and y.data[-2] == 1e4
 
@@ -234,16 +236,16 @@ def test_dropout_gradient_is_the_scaled_mask_and_p1_drops_everything():
     assert (y.data == 0).all() and (x.grad == 0).all()
 
 
-def test_float32_gelu_blocks_do_not_change_the_result(monkeypatch):
+def test_float32_gelu_blocks_do_not_change_the_result():
     """The float32 kernel runs in cache-sized blocks; small blocks with a partial last one give the same values."""
-    import tinyw2v2.ops.activation as act
+    from tinyw2v2.ops import fast
     x = (np.random.default_rng(10).standard_normal((3, 5, 7)) * 3).astype(np.float32)
     results = []
     for chunk in (1 << 16, 8):
-        monkeypatch.setattr(act, "_CHUNK", chunk)
-        t = tw.tensor(x, requires_grad=True)
-        y = F.gelu(t)
-        y.backward(np.ones_like(x))
+        with fast.tuning(gelu_block_elements=chunk):
+            t = tw.tensor(x, requires_grad=True)
+            y = F.gelu(t)
+            y.backward(np.ones_like(x))
         results.append((y.data, t.grad))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])

@@ -8,6 +8,7 @@
 from . import backend, ops  # noqa: F401
 from .gradcheck import GradcheckError, gradcheck  # noqa: F401
 from .ops import concatenate, pad, stack, where  # noqa: F401
+from .ops.dispatch import reference_ops, use_reference_ops  # noqa: F401
 from .tensor import Function, Tensor, enable_grad, float32, float64, is_grad_enabled, no_grad, tensor  # noqa: F401
 
 __version__ = "0.1.0"

@@ -71,16 +71,18 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params) -> "Tensor":
+        """Run ``forward`` on the inputs' arrays and record the graph. An input may be ``None`` (an absent weight
+        or bias): forward receives ``None`` there and backward returns ``None`` for it."""
         arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
-        backend.check_same_device(arrays, cls.__name__)
+        backend.check_same_device([a for a in arrays if a is not None], cls.__name__)
         ref = next((a for a in arrays if backend.is_array(a) and np.issubdtype(a.dtype, np.floating)),
                    next((a for a in arrays if backend.is_array(a)), None))
-        tensors = tuple(t if isinstance(t, Tensor) else _constant(t, ref) for t in inputs)
+        tensors = tuple(t if t is None or isinstance(t, Tensor) else _constant(t, ref) for t in inputs)
         fn = cls()
         grad_enabled = is_grad_enabled()
-        fn.needs_input_grad = tuple(grad_enabled and t.requires_grad for t in tensors)
+        fn.needs_input_grad = tuple(grad_enabled and t is not None and t.requires_grad for t in tensors)
         fn._recording = any(fn.needs_input_grad)
-        out = fn.forward(*(t.data for t in tensors), **params)
+        out = fn.forward(*(None if t is None else t.data for t in tensors), **params)
         if isinstance(out, np.generic):  # NumPy reductions return scalars; keep 0-d arrays
             out = np.asarray(out)
         result = Tensor(out, requires_grad=fn._recording, _copy=False)

@@ -1,0 +1,49 @@
+"""Which ``Function`` an op runs: the reference one of its teaching file, or the tuned one of ``ops/fast/``.
+
+Every op family has a reference ``Function`` in ``tinyw2v2/ops/<family>.py`` whose forward and backward are the
+formulas of its docs page, line for line. Where speed needs more (cache blocks, fused chains, fewer temporaries,
+other GEMM layouts), a tuned ``Function`` of the same name lives in ``tinyw2v2/ops/fast/<family>.py``, and the
+public op chooses between the two with one line::
+
+    return pick(LayerNorm, fast.LayerNorm).apply(x, weight, bias, ...)
+
+The tuned versions are the default. ``tests/test_fast_ops.py`` proves, for every case of the gradient-check
+catalogue, that both give the same forward and backward in float64; the catalogue itself runs on both.
+
+    import tinyw2v2 as tw
+    with tw.reference_ops():           # everything inside runs the reference Functions (slower, same numbers)
+        out = model(x)
+    tw.use_reference_ops(True)         # the same switch, for the rest of the program
+"""
+from __future__ import annotations
+
+import contextlib
+
+_reference = False
+
+
+def reference_ops_enabled() -> bool:
+    """True while ops run their reference Functions."""
+    return _reference
+
+
+def use_reference_ops(enabled: bool = True) -> None:
+    """Switch every op to its reference Function (``True``) or back to the tuned one (``False``)."""
+    global _reference
+    _reference = bool(enabled)
+
+
+@contextlib.contextmanager
+def reference_ops(enabled: bool = True):
+    """Context manager: inside it every op runs its reference Function (``enabled=False``: the tuned ones)."""
+    previous = _reference
+    use_reference_ops(enabled)
+    try:
+        yield
+    finally:
+        use_reference_ops(previous)
+
+
+def pick(reference, fast=None):
+    """The Function to run: ``fast`` unless the reference ops are switched on (or there is no fast version)."""
+    return reference if _reference or fast is None else fast
