@@ -14,8 +14,8 @@
 # - the **receptive field** (400 samples) and **hop** (320 samples), derived and then measured on a synthetic
 #   utterance by backpropagating from a single frame.
 #
-# Derivations in full: [`docs/convolution.md`](../docs/convolution.md),
-# [`docs/normalisation.md`](../docs/normalisation.md), [`docs/activations.md`](../docs/activations.md).
+# Derivations in full: [`docs/conv.md`](../docs/conv.md),
+# [`docs/norm.md`](../docs/norm.md), [`docs/activation.md`](../docs/activation.md).
 # The model-level description is in [`docs/model.md`](../docs/model.md).
 
 # %%
@@ -413,5 +413,5 @@ fig.tight_layout(); plt.show()
 # - Break col2im on purpose: in the explicit loop above, replace `+=` by `=` and see which samples go wrong
 #   (exactly those that belong to two windows).
 # - Run `tw.gradcheck` on `F.group_norm` with one group per channel and a single time step (N = 1). What is
-#   the gradient, and why? ([`docs/normalisation.md`](../docs/normalisation.md) has the answer.)
+#   the gradient, and why? ([`docs/norm.md`](../docs/norm.md) has the answer.)
 # - Set `device = "emulated"` at the top and run everything again: any implicit host copy would raise.

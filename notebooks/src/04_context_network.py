@@ -12,9 +12,9 @@
 # - post-LN (BASE) against pre-LN (LARGE) Transformer layers;
 # - attention maps on a synthetic utterance.
 #
-# Derivations: [`docs/attention.md`](../docs/attention.md) (softmax and attention),
-# [`docs/convolution.md`](../docs/convolution.md) (conv1d and weight_norm),
-# [`docs/normalisation.md`](../docs/normalisation.md) (LayerNorm), [`docs/model.md`](../docs/model.md) (the model).
+# Derivations: [`docs/attention.md`](../docs/attention.md) (attention), [`docs/engine.md`](../docs/engine.md) (softmax),
+# [`docs/conv.md`](../docs/conv.md) (conv1d and weight_norm),
+# [`docs/norm.md`](../docs/norm.md) (LayerNorm), [`docs/model.md`](../docs/model.md) (the model).
 
 # %%
 import matplotlib.pyplot as plt

@@ -12,8 +12,8 @@
 # `F.codevector_perplexity` / `F.diversity_loss` and the model's `GumbelVectorQuantizer`, then trains a quantiser
 # on synthetic features while the temperature anneals.
 #
-# Derivations: [`docs/quantisation.md`](../docs/quantisation.md) (Gumbel softmax, codebook lookup) and
-# [`docs/losses.md`](../docs/losses.md) (perplexity and diversity loss).
+# Derivations: [`docs/quantize.md`](../docs/quantize.md) (Gumbel softmax, codebook lookup) and
+# [`docs/contrastive.md`](../docs/contrastive.md) (perplexity and diversity loss).
 
 # %%
 import matplotlib.pyplot as plt

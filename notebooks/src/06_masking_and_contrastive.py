@@ -14,8 +14,8 @@
 # This notebook works through each step with the library's `compute_mask_indices`, `sample_negative_indices`,
 # `F.contrastive_loss` and the tiny `Wav2Vec2ForPreTraining`, and shows a masked utterance with its candidates.
 #
-# Derivations: [`docs/losses.md`](../docs/losses.md) (cosine similarity, contrastive and diversity losses),
-# [`docs/model.md`](../docs/model.md) (masks and negatives in the model), [`docs/quantisation.md`](../docs/quantisation.md).
+# Derivations: [`docs/contrastive.md`](../docs/contrastive.md) (cosine similarity, contrastive and diversity losses),
+# [`docs/model.md`](../docs/model.md) (masks and negatives in the model), [`docs/quantize.md`](../docs/quantize.md).
 
 # %%
 import matplotlib.pyplot as plt

@@ -4,7 +4,7 @@ gelu:    y = x * Phi(x), Phi the standard normal CDF (exact erf form, as wav2vec
 linear:  y = x @ W^T + b over any leading axes, one GEMM forward and one per gradient.
 dropout: inverted dropout y = x * mask / (1 - p) with a boolean keep-mask that can be drawn with
          ``dropout_mask`` and passed in, so that a model can record it (and a gradcheck can fix it).
-Derivations: docs/activations.md.
+Derivations: docs/activation.md.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ codevector_perplexity  the perplexity alone (same Function)
 grad_scale          identity forward, alpha * g backward (fairseq's GradMultiply)
 feature_penalty     mean(x^2) (fairseq's features_pen)
 
-Derivations of every backward: docs/losses.md.
+Derivations of every backward: docs/contrastive.md.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ conv1d:      the wav2vec 2.0 feature encoder (7 strided convolutions) and the po
              (kernel 128, padding 64, 16 groups).
 weight_norm: w = g * v / ||v||, the reparametrisation of the positional convolution's weight.
 
-Derivations: docs/convolution.md. Notation: B batch, C input channels, O output channels, G groups,
+Derivations: docs/conv.md. Notation: B batch, C input channels, O output channels, G groups,
 Cg = C / G and Og = O / G channels per group, K taps, T input length, Tp = T + padding, T' output length.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cross-entropy: log_softmax + negative log-likelihood fused in one Function (derivation: docs/attention.md).
+"""Cross-entropy: log_softmax + negative log-likelihood fused in one Function (derivation: docs/cross_entropy.md).
 
     loss_i = logsumexp_c(x_ic) - x_{i, t_i}          (x: logits, t: integer targets, class axis 1 like torch)
 

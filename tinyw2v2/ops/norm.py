@@ -5,7 +5,7 @@ Both normalise groups of N elements with their own mean and variance, then apply
     mu = mean(x),  var = mean((x - mu)^2)   (two passes: centre, then square)
     rstd = 1 / sqrt(var + eps),  xhat = (x - mu) * rstd,  y = xhat * weight + bias
 
-and share one closed-form backward (derivation in docs/normalisation.md): with dxhat = g * weight,
+and share one closed-form backward (derivation in docs/norm.md): with dxhat = g * weight,
 
     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dweight = sum g * xhat,  dbias = sum g
 

@@ -8,7 +8,7 @@ As in transformers' ``Wav2Vec2GumbelVectorQuantizer`` (training mode)::
 
 Randomness enters as data: ``gumbel_softmax`` draws its noise on the logits' device (or takes it as
 ``noise=``), so the Function itself is deterministic and can be gradient-checked.
-Derivations: docs/quantisation.md.
+Derivations: docs/quantize.md.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ log_softmax = -inf, and zero gradients: no NaN appears anywhere.
 
 Speed: each op allocates one full-size array (its output) and works in place on it (``out=``), and the
 row sums / row dot products are ``einsum`` contractions (no temporary, faster than ``sum`` on short rows).
-On NumPy the max-shift is skipped when every |x| <= 60 (``_shifted_exp``). Derivations: docs/attention.md.
+On NumPy the max-shift is skipped when every |x| <= 60 (``_shifted_exp``). Derivations: docs/engine.md.
 """
 from __future__ import annotations
 

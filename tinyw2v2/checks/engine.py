@@ -38,7 +38,7 @@ CASES = []
 
 
 def add(op, shapes, fn, make, **options):
-    CASES.append(Case(op, shapes, fn, make, "core", options))
+    CASES.append(Case(op, shapes, fn, make, "engine", options))
 
 
 for name, f, s in [("add", ops.add, "+"), ("sub", ops.sub, "-"), ("mul", ops.mul, "*")]:

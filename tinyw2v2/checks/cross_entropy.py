@@ -1,4 +1,4 @@
-"""Gradient checks of cross_entropy (family "loss"; the contrastive and diversity losses are in quantize.py).
+"""Gradient checks of cross_entropy (family "cross_entropy").
 
 Targets are integer arrays (constants); ignored rows, -inf logits (a masked negative), a target whose logit
 is -inf (loss +inf: left out of the check's sum, its gradient must be 0), trailing axes after the class
@@ -14,7 +14,7 @@ CASES = []
 
 
 def add(op, shapes, fn, make, **options):
-    CASES.append(Case(op, shapes, fn, make, "loss", options))
+    CASES.append(Case(op, shapes, fn, make, "cross_entropy", options))
 
 
 def ce(reduction="mean", ignore_index=-100):
