@@ -7,6 +7,7 @@ import tinyw2v2 as tw
 import tinyw2v2.functional as F
 from tinyw2v2 import backend
 from tinyw2v2.gradcheck import GradcheckError
+from tinyw2v2.ops import fast
 from tinyw2v2.ops.norm import GroupNorm, LayerNorm
 
 from conftest import torch_or_skip
@@ -78,20 +79,14 @@ def test_weight_only_and_bias_only_match_torch_with_the_missing_one_set_to_ident
 
 # --- (b) planted backward bugs ------------------------------------------------------------------------------
 
-def _xhat(fn):
-    """xhat rebuilt from what the op saved: (rows, N) with x, mu, rstd per row."""
-    x2, mu, rstd = fn.saved_tensors[:3]
-    return (x2 - mu) * rstd
-
-
 class GroupNormStatisticsAsConstants(GroupNorm):
     """dx = rstd * dxhat: treats mu and rstd as constants (forgets both mean terms)."""
 
     def backward(self, g):
-        xhat, rstd, w_rows = _xhat(self), self.saved_tensors[2], self.saved_tensors[3]
-        BG, Cg = w_rows.shape
-        dxhat = g.reshape(BG * Cg, -1) * w_rows.reshape(-1, 1)            # channel rows
-        dx = dxhat.reshape(BG, -1) * rstd
+        xhat, rstd, w = self.saved_tensors                                 # (B, C, S), (B, G, 1), (C,)
+        B, C, S = xhat.shape
+        dxhat = g.reshape(B, C, S) * w.reshape(C, 1)
+        dx = dxhat.reshape(B, self.G, -1) * rstd                           # group rows
         return (dx.reshape(self.shape),) + GroupNorm.backward(self, g)[1:]
 
 
@@ -99,12 +94,11 @@ class GroupNormMeansOverChannelsOnly(GroupNorm):
     """The right formula, but with the means over each channel's trailing axes instead of over the whole group."""
 
     def backward(self, g):
-        xhat, rstd, w_rows = _xhat(self), self.saved_tensors[2], self.saved_tensors[3]
-        BG, Cg = w_rows.shape
-        xh = xhat.reshape(BG * Cg, -1)                                     # channel rows
-        d = g.reshape(BG * Cg, -1) * w_rows.reshape(-1, 1)
-        r = np.repeat(rstd, Cg, axis=0)
-        dx = r * (d - d.mean(-1, keepdims=True) - xh * (d * xh).mean(-1, keepdims=True))
+        xhat, rstd, w = self.saved_tensors                                 # (B, C, S): channel rows
+        B, C, S = xhat.shape
+        d = g.reshape(B, C, S) * w.reshape(C, 1)
+        r = np.repeat(rstd, C // self.G, axis=1)                           # (B, G, 1) -> (B, C, 1)
+        dx = r * (d - d.mean(-1, keepdims=True) - xhat * (d * xhat).mean(-1, keepdims=True))
         return (dx.reshape(self.shape),) + GroupNorm.backward(self, g)[1:]
 
 
@@ -112,7 +106,7 @@ class LayerNormForgetsMean(LayerNorm):
     """dx = rstd * (dxhat - xhat * mean(dxhat * xhat)): drops the - mean(dxhat) term."""
 
     def backward(self, g):
-        xhat, rstd, w = _xhat(self), self.saved_tensors[2], self.saved_tensors[3]
+        xhat, rstd, w = self.saved_tensors                                 # (M, N), (M, 1), (N,)
         dxhat = g.reshape(xhat.shape) * w
         dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(-1, keepdims=True))
         return (dx.reshape(self.shape),) + LayerNorm.backward(self, g)[1:]
@@ -130,7 +124,7 @@ class LayerNormWeightGradWithoutXhat(LayerNorm):
 def test_planted_group_norm_bug_is_caught(bug):
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((2, 6, 5)), rng.standard_normal(6), rng.standard_normal(6)
-    fn = lambda x, w, b: bug.apply(x, w, b, num_groups=3, eps=1e-5, affine=(True, True))  # noqa: E731
+    fn = lambda x, w, b: bug.apply(x, w, b, num_groups=3, eps=1e-5)  # noqa: E731
     with pytest.raises(GradcheckError):
         tw.gradcheck(fn, x, w, b)
     assert tw.gradcheck(lambda x, w, b: F.group_norm(x, 3, w, b), x, w, b)
@@ -140,7 +134,7 @@ def test_planted_group_norm_bug_is_caught(bug):
 def test_planted_layer_norm_bug_is_caught(bug):
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((3, 5)), rng.standard_normal(5), rng.standard_normal(5)
-    fn = lambda x, w, b: bug.apply(x, w, b, n_axes=1, eps=1e-5, affine=(True, True))  # noqa: E731
+    fn = lambda x, w, b: bug.apply(x, w, b, n_axes=1, eps=1e-5)  # noqa: E731
     with pytest.raises(GradcheckError):
         tw.gradcheck(fn, x, w, b)
 
@@ -225,21 +219,20 @@ def test_gradients_flow_only_where_asked():
 
 
 @pytest.mark.parametrize("block", [1, 40, 10 ** 9])
-def test_cache_blocks_do_not_change_the_result(monkeypatch, block):
-    """The ops run block by block over rows (one row per block with block=1, a partial last block with 40)."""
-    import tinyw2v2.ops.norm as norm
+def test_cache_blocks_do_not_change_the_result(block):
+    """The tuned ops run block by block over rows (one row per block with block=1, a partial last block with 40)."""
     rng = np.random.default_rng(8)
     x, w, b = rng.standard_normal((3, 6, 7)), rng.standard_normal(6), rng.standard_normal(6)
     up = rng.standard_normal((3, 6, 7))
     results = []
     for blk in (10 ** 9, block):
-        monkeypatch.setattr(norm, "_BLOCK", blk)
         out = []
         for fn, args in ((lambda x, w, b: F.group_norm(x, 3, w, b), (x, w, b)),
                          (lambda x, w, b: F.layer_norm(x, 7, w, b), (x, w[:1].repeat(7), b[:1].repeat(7)))):
             ts = [t64(a) for a in args]
-            y = fn(*ts)
-            y.backward(up)
+            with fast.tuning(norm_block_elements=blk):
+                y = fn(*ts)
+                y.backward(up)
             out += [y.data] + [t.grad for t in ts]
         results.append(out)
     for a, b_ in zip(*results):

@@ -9,8 +9,9 @@ and share one closed-form backward (derivation in docs/norm.md): with dxhat = g 
 
     dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dweight = sum g * xhat,  dbias = sum g
 
-(means over the N elements of a group, sums over everything the parameter is shared across). Forward saves
-x, mu and rstd (as torch does: nothing new of x's size); backward rebuilds x - mu block by block.
+(means over the N elements of a group, sums over everything the parameter is shared across). The Functions
+below are these formulas line for line and save xhat and rstd; the tuned ones of ``ops/fast/norm.py`` (the
+default) compute the same in cache blocks and save x, mu and rstd like torch.
 wav2vec 2.0 BASE uses group_norm(x, 512) on the first conv's (B, 512, T) output (each channel normalised over
 time) and layer_norm over the 512 / 768 features of (B, T, D) everywhere else.
 """
@@ -18,221 +19,99 @@ from __future__ import annotations
 
 from math import prod
 
-from .. import backend
 from ..backend import get_array_module
 from ..tensor import Function
-
-
-def _pack(x, weight, bias):
-    """``apply`` arguments: None is not an input, so weight/bias are passed only when given (flags say which)."""
-    return [x] + [t for t in (weight, bias) if t is not None], (weight is not None, bias is not None)
-
-
-def _unpack(params, affine):
-    params = list(params)
-    weight = params.pop(0) if affine[0] else None
-    bias = params.pop(0) if affine[1] else None
-    return weight, bias
-
-
-_BLOCK = 1 << 17  # elements per block of rows: the passes over one block stay in the cache
-
-
-def _row_blocks(x, rows, n):
-    """Row ranges (r0, r1) of about _BLOCK elements each (at least one row); a single block on a GPU.
-
-    Each op below runs its ~10 elementwise passes block by block, so that x is read from memory about once
-    and the passes after the first hit the cache; the blocks are cache blocking over the flattened rows,
-    not a loop over batch, channels or time.
-    """
-    step = rows if backend.is_cupy_array(x) else max(1, _BLOCK // max(n, 1))
-    return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
-
-
-def _rowsum(a, ones):
-    """Row sums of a (R, N) as (R, 1): one stacked matrix-vector product, (R, 1, N) @ (N, 1)."""
-    return (a[:, None, :] @ ones)[:, 0]                         # (R, 1, 1) -> (R, 1)
-
-
-def _rowdot(a, b):
-    """Row dot products sum_n a_rn b_rn as (R, 1): (R, 1, N) @ (R, N, 1)."""
-    return (a[:, None, :] @ b[:, :, None])[:, 0]                # (R, 1, 1) -> (R, 1)
-
-
-def _centre_rows(xb, out, ones, eps):
-    """out <- xb - mu per row; returns mu and rstd = 1/sqrt(var + eps), both (r, 1). Two-pass variance."""
-    xp = get_array_module(xb)
-    n = xb.shape[1]
-    mu = _rowsum(xb, ones) / n                                  # (r, 1)
-    xp.subtract(xb, mu, out=out)                                # centre
-    var = _rowdot(out, out) / n                                 # then square: mean((x - mu)^2)
-    return mu, 1.0 / xp.sqrt(var + eps)
+from .dispatch import pick
 
 
 class GroupNorm(Function):
     """x (B, C, *), C = G * Cg; statistics per (batch b, group k) over its Cg channels and all trailing axes
-    (N = Cg * S elements, S = prod(*)); weight, bias (C,) or absent.
+    (N = Cg * S elements, S = prod(*)); weight, bias (C,) or None (w = 1, b = 0).
 
     Forward:  xhat = (x - mu_bk) * rstd_bk,  y = xhat * weight_c + bias_c
-    Backward: A_bc = sum_s g * xhat,  S_bc = sum_s g                        (sums over the trailing axes s)
-              dweight_c = sum_b A_bc,  dbias_c = sum_b S_bc
-              m1_bk = sum_{c in k} weight_c S_bc / N  = mean(dxhat)
-              m2_bk = sum_{c in k} weight_c A_bc / N  = mean(dxhat * xhat)
-              dx = rstd_bk * (g * weight_c - m1_bk - xhat * m2_bk)
-    Saved: x, mu, rstd (like torch); backward rebuilds x - mu block by block.
+    Backward: dxhat = g * weight_c
+              dx = rstd_bk * (dxhat - mean_k(dxhat) - xhat * mean_k(dxhat * xhat))   (means over the group)
+              dweight_c = sum_{b,s} g * xhat,  dbias_c = sum_{b,s} g       (sums over the batch and trailing axes)
+    Saved: xhat (B, C, S), rstd (B, G, 1), weight. The tuned version is ``ops.fast.norm.GroupNorm``.
     """
 
-    def forward(self, x, *params, num_groups, eps, affine):
+    def forward(self, x, weight, bias, num_groups, eps):
         xp = get_array_module(x)
-        weight, bias = _unpack(params, affine)
         B, C, G = x.shape[0], x.shape[1], num_groups
-        Cg, S = C // G, prod(x.shape[2:])
-        N = Cg * S
-        x2 = x.reshape(B * G, N)                                      # (B, C, *) -> (B*G, N): one row per group
-        y = xp.empty((B * G, N), dtype=x.dtype)
-        mu = xp.empty((B * G, 1), dtype=x.dtype)
-        rstd = xp.empty((B * G, 1), dtype=x.dtype)
-        per_row = lambda p: xp.broadcast_to(p.reshape(1, G, Cg), (B, G, Cg)).reshape(B * G, Cg)  # (C,) -> (B*G, Cg)
-        w_rows = None if weight is None else per_row(weight)
-        b_rows = None if bias is None else per_row(bias)
-        ones = xp.ones((N, 1), dtype=x.dtype)
-        for r0, r1 in _row_blocks(x, B * G, N):
-            yb = y[r0:r1]                                             # (k, N)
-            mu[r0:r1], rstd[r0:r1] = m, rs = _centre_rows(x2[r0:r1], yb, ones, eps)
-            yc = yb.reshape(-1, S)                                    # (k, N) -> (k*Cg, S): one row per channel
-            if w_rows is None:
-                yb *= rs                                              # xhat
-            else:
-                yc *= (rs * w_rows[r0:r1]).reshape(-1, 1)             # (k, Cg) -> (k*Cg, 1): rstd * weight_c
-            if b_rows is not None:
-                yc += b_rows[r0:r1].reshape(-1, 1)                    # (k, Cg) -> (k*Cg, 1)
+        S = prod(x.shape[2:])
+        xg = x.reshape(B, G, -1)                                      # (B, C, *) -> (B, G, N): one row per group
+        mu = xg.mean(axis=-1, keepdims=True)                          # (B, G, 1)
+        var = ((xg - mu) ** 2).mean(axis=-1, keepdims=True)           # (B, G, 1): centre, then square
+        rstd = 1 / xp.sqrt(var + eps)                                 # (B, G, 1)
+        xhat = ((xg - mu) * rstd).reshape(B, C, S)                    # (B, G, N) -> (B, C, S): one row per channel
+        y = xhat
+        if weight is not None:
+            y = y * weight.reshape(C, 1)                              # (C,) -> (C, 1): w_c along channel c's row
+        if bias is not None:
+            y = y + bias.reshape(C, 1)                                # (C,) -> (C, 1)
         self.shape, self.G = x.shape, G
-        self.save_for_backward(x2, mu, rstd, w_rows)
-        return y.reshape(x.shape)                                     # (B*G, N) -> (B, C, *)
+        self.save_for_backward(xhat, rstd, weight)
+        return y.reshape(x.shape)                                     # (B, C, S) -> (B, C, *)
 
     def backward(self, g):
-        x2, mu, rstd, w_rows = self.saved_tensors                    # (B*G, N), (B*G, 1) x2, (B*G, Cg) or None
-        xp = get_array_module(g)
-        B, C = self.shape[0], self.shape[1]
-        BG, N = x2.shape
-        Cg = C // self.G
-        S = N // Cg
-        has_w = w_rows is not None
-        need_x, need_w = self.needs_input_grad[0], has_w and self.needs_input_grad[1]
-        need_b = len(self.inputs) > 1 + has_w and self.needs_input_grad[1 + has_w]
-        g2 = g.reshape(BG, N)                                         # (B, C, *) -> (B*G, N)
-        A = xp.empty((BG, Cg), dtype=g.dtype)                         # sum_s g * xhat per (b, c)
-        Ssum = xp.empty((BG, Cg), dtype=g.dtype)                      # sum_s g per (b, c)
-        dx = xp.empty((BG, N), dtype=g.dtype) if need_x else None
-        blocks = _row_blocks(g, BG, N)
-        xc = xp.empty((blocks[0][1], N), dtype=g.dtype)               # scratch: x - mu of one block
-        t = xp.empty_like(xc) if need_x else None
-        ones = xp.ones((S, 1), dtype=g.dtype)
-        for r0, r1 in blocks:
-            k = r1 - r0
-            rs, xcb = rstd[r0:r1], xc[:k]
-            xp.subtract(x2[r0:r1], mu[r0:r1], out=xcb)                # (k, N) x - mu
-            gc = g2[r0:r1].reshape(k * Cg, S)                         # (k, N) -> (k*Cg, S): channel rows
-            A[r0:r1] = _rowdot(gc, xcb.reshape(k * Cg, S)).reshape(k, Cg) * rs  # (k*Cg, 1) -> (k, Cg)
-            Ssum[r0:r1] = _rowsum(gc, ones).reshape(k, Cg)
-            if not need_x:
-                continue
-            Ab, Sb = A[r0:r1], Ssum[r0:r1]
-            if has_w:
-                Ab, Sb = Ab * w_rows[r0:r1], Sb * w_rows[r0:r1]       # sums of dxhat * xhat and of dxhat
-            m2 = Ab.sum(axis=1, keepdims=True) / N                    # (k, 1) mean(dxhat * xhat)
-            m1 = Sb.sum(axis=1, keepdims=True) / N                    # (k, 1) mean(dxhat)
-            dxb = dx[r0:r1]
-            scale = rs * w_rows[r0:r1] if has_w else xp.broadcast_to(rs, (k, Cg))
-            xp.multiply(gc, scale.reshape(-1, 1), out=dxb.reshape(k * Cg, S))  # rstd * dxhat, channel rows
-            tb = t[:k]
-            xp.multiply(xcb, rs * rs * m2, out=tb)                    # rstd * xhat * m2
-            tb += rs * m1                                             #   + rstd * m1
-            dxb -= tb
-        dweight = A.reshape(B, C).sum(axis=0) if need_w else None     # (B*G, Cg) -> (B, C) -> (C,)
-        dbias = Ssum.reshape(B, C).sum(axis=0) if need_b else None
-        dx = None if dx is None else dx.reshape(self.shape)           # (B*G, N) -> (B, C, *)
-        return (dx,) + ((dweight,) if has_w else ()) + ((dbias,) if len(self.inputs) > 1 + has_w else ())
+        xhat, rstd, weight = self.saved_tensors                      # (B, C, S), (B, G, 1), (C,) or None
+        B, C, S = xhat.shape
+        g3 = g.reshape(B, C, S)                                       # (B, C, *) -> (B, C, S)
+        dxhat = g3 if weight is None else g3 * weight.reshape(C, 1)   # (C,) -> (C, 1)
+        dx = dweight = dbias = None
+        if self.needs_input_grad[0]:
+            d = dxhat.reshape(B, self.G, -1)                          # (B, C, S) -> (B, G, N): group rows
+            xh = xhat.reshape(B, self.G, -1)                          # (B, C, S) -> (B, G, N)
+            dx = rstd * (d - d.mean(axis=-1, keepdims=True) - xh * (d * xh).mean(axis=-1, keepdims=True))
+            dx = dx.reshape(self.shape)                               # (B, G, N) -> (B, C, *)
+        if self.needs_input_grad[1]:
+            dweight = (g3 * xhat).sum(axis=(0, 2))                    # (B, C, S) -> (C,)
+        if self.needs_input_grad[2]:
+            dbias = g3.sum(axis=(0, 2))                               # (B, C, S) -> (C,)
+        return dx, dweight, dbias
 
 
 class LayerNorm(Function):
     """x (..., *normalized_shape): statistics per row m over the N = prod(normalized_shape) trailing elements;
-    weight, bias (normalized_shape) or absent.
+    weight, bias (normalized_shape) or None (w = 1, b = 0).
 
     Forward:  xhat = (x - mu_m) * rstd_m,  y = xhat * weight_n + bias_n          (x viewed as (M, N))
     Backward: dxhat = g * weight_n
               dx = rstd_m * (dxhat - mean_n(dxhat) - xhat * mean_n(dxhat * xhat))
               dweight_n = sum_m g * xhat,  dbias_n = sum_m g
-    Saved: x, mu, rstd (like torch); backward rebuilds x - mu block by block.
+    Saved: xhat (M, N), rstd (M, 1), weight (N,). The tuned version is ``ops.fast.norm.LayerNorm``.
     """
 
-    def forward(self, x, *params, n_axes, eps, affine):
+    def forward(self, x, weight, bias, n_axes, eps):
         xp = get_array_module(x)
-        weight, bias = _unpack(params, affine)
-        N = prod(x.shape[x.ndim - n_axes:])
-        x2 = x.reshape(-1, N)                                         # (..., *norm) -> (M, N)
-        M = x2.shape[0]
+        nshape = x.shape[x.ndim - n_axes:]
+        N = prod(nshape)
+        x2 = x.reshape(-1, N)                                         # (..., *norm) -> (M, N): one row per position
+        mu = x2.mean(axis=1, keepdims=True)                           # (M, 1)
+        var = ((x2 - mu) ** 2).mean(axis=1, keepdims=True)            # (M, 1): centre, then square
+        rstd = 1 / xp.sqrt(var + eps)                                 # (M, 1)
+        xhat = (x2 - mu) * rstd                                       # (M, N)
         w = None if weight is None else weight.reshape(N)             # (*norm) -> (N,)
-        b = None if bias is None else bias.reshape(N)
-        y = xp.empty((M, N), dtype=x.dtype)
-        mu = xp.empty((M, 1), dtype=x.dtype)
-        rstd = xp.empty((M, 1), dtype=x.dtype)
-        ones = xp.ones((N, 1), dtype=x.dtype)
-        for r0, r1 in _row_blocks(x, M, N):
-            yb = y[r0:r1]
-            mu[r0:r1], rstd[r0:r1] = m, rs = _centre_rows(x2[r0:r1], yb, ones, eps)
-            yb *= rs                                                  # xhat
-            if w is not None:
-                yb *= w
-            if b is not None:
-                yb += b
-        self.shape, self.wshape = x.shape, x.shape[x.ndim - n_axes:]
-        self.save_for_backward(x2, mu, rstd, w)
+        y = xhat if w is None else xhat * w
+        if bias is not None:
+            y = y + bias.reshape(N)                                   # (*norm) -> (N,)
+        self.shape, self.wshape = x.shape, nshape
+        self.save_for_backward(xhat, rstd, w)
         return y.reshape(x.shape)                                     # (M, N) -> (..., *norm)
 
     def backward(self, g):
-        x2, mu, rstd, w = self.saved_tensors                         # (M, N), (M, 1), (M, 1), (N,) or None
-        xp = get_array_module(g)
-        M, N = x2.shape
-        has_w = w is not None
-        need_x, need_w = self.needs_input_grad[0], has_w and self.needs_input_grad[1]
-        need_b = len(self.inputs) > 1 + has_w and self.needs_input_grad[1 + has_w]
-        g2 = g.reshape(M, N)                                          # (..., *norm) -> (M, N)
-        dx = xp.empty((M, N), dtype=g.dtype) if need_x else None
-        dweight = xp.zeros(N, dtype=g.dtype) if need_w else None
-        dbias = xp.zeros(N, dtype=g.dtype) if need_b else None
-        blocks = _row_blocks(g, M, N)
-        xc = xp.empty((blocks[0][1], N), dtype=g.dtype)               # scratch: x - mu of one block
-        t = xp.empty_like(xc)
-        ones = xp.ones((N, 1), dtype=g.dtype)
-        for r0, r1 in blocks:
-            k = r1 - r0
-            gb, rs, xcb, tb = g2[r0:r1], rstd[r0:r1], xc[:k], t[:k]
-            xp.subtract(x2[r0:r1], mu[r0:r1], out=xcb)                # (k, N) x - mu = xhat / rstd
-            if need_w:
-                xp.multiply(gb, xcb, out=tb)
-                tb *= rs                                              # g * xhat
-                dweight += tb.sum(axis=0)
-            if need_b:
-                dbias += gb.sum(axis=0)
-            if need_x:
-                dxb = dx[r0:r1]
-                if has_w:
-                    xp.multiply(gb, w, out=dxb)                       # dxhat
-                else:
-                    dxb[...] = gb                                     # dxhat = g (copied: never write into g)
-                m1 = _rowsum(dxb, ones) / N                           # (k, 1) mean(dxhat)
-                m2 = _rowdot(dxb, xcb) * (rs / N)                     # (k, 1) mean(dxhat * xhat)
-                dxb *= rs                                             # rstd * dxhat
-                xp.multiply(xcb, rs * rs * m2, out=tb)                # rstd * xhat * m2
-                tb += rs * m1                                         #   + rstd * m1
-                dxb -= tb
-        dx = None if dx is None else dx.reshape(self.shape)           # (M, N) -> (..., *norm)
-        if need_w:
-            dweight = dweight.reshape(self.wshape)                    # (N,) -> normalized_shape
-        if need_b:
-            dbias = dbias.reshape(self.wshape)
-        return (dx,) + ((dweight,) if has_w else ()) + ((dbias,) if len(self.inputs) > 1 + has_w else ())
+        xhat, rstd, w = self.saved_tensors                           # (M, N), (M, 1), (N,) or None
+        g2 = g.reshape(xhat.shape)                                    # (..., *norm) -> (M, N)
+        dxhat = g2 if w is None else g2 * w
+        dx = dweight = dbias = None
+        if self.needs_input_grad[0]:
+            dx = rstd * (dxhat - dxhat.mean(axis=1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
+            dx = dx.reshape(self.shape)                               # (M, N) -> (..., *norm)
+        if self.needs_input_grad[1]:
+            dweight = (g2 * xhat).sum(axis=0).reshape(self.wshape)    # (M, N) -> (N,) -> normalized_shape
+        if self.needs_input_grad[2]:
+            dbias = g2.sum(axis=0).reshape(self.wshape)               # (M, N) -> (N,) -> normalized_shape
+        return dx, dweight, dbias
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
@@ -243,8 +122,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     C = x.shape[1]
     if C % num_groups:
         raise ValueError(f"group_norm: num_groups={num_groups} does not divide the {C} channels")
-    inputs, affine = _pack(x, weight, bias)
-    return GroupNorm.apply(*inputs, num_groups=num_groups, eps=eps, affine=affine)
+    return pick(GroupNorm, fast.GroupNorm).apply(x, weight, bias, num_groups=num_groups, eps=eps)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -255,5 +133,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     nshape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if tuple(x.shape[x.ndim - len(nshape):]) != nshape:
         raise ValueError(f"layer_norm: input of shape {tuple(x.shape)} does not end with {nshape}")
-    inputs, affine = _pack(x, weight, bias)
-    return LayerNorm.apply(*inputs, n_axes=len(nshape), eps=eps, affine=affine)
+    return pick(LayerNorm, fast.LayerNorm).apply(x, weight, bias, n_axes=len(nshape), eps=eps)
+
+
+from .fast import norm as fast  # noqa: E402  (the tuned Functions subclass the ones above)
