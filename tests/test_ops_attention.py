@@ -1,6 +1,7 @@
 """scaled_dot_product_attention (and the softmax family it builds on): against torch in float64 on awkward
 shapes, planted backward bugs, float32 on every device, fully masked rows, dropout masks, and multi-head
-attention composed the way the model does it (projections reshaped and transposed, non-contiguous)."""
+attention composed the way the model does it (projections reshaped and transposed, non-contiguous), and the
+tuned Functions (tinyw2v2/ops/fast/) against the reference ones."""
 import warnings
 
 import numpy as np
@@ -10,7 +11,12 @@ import tinyw2v2 as tw
 import tinyw2v2.functional as F
 from tinyw2v2 import backend, ops
 from tinyw2v2.gradcheck import GradcheckError
-from tinyw2v2.ops.attention import ScaledDotProductAttention
+from tinyw2v2.ops import attention as reference_attention
+from tinyw2v2.ops import fast
+from tinyw2v2.ops.fast import attention as fast_attention
+from tinyw2v2.ops.fast import softmax as fast_softmax
+from tinyw2v2.ops.fast.attention import ScaledDotProductAttention  # the tuned one: the planted bugs below use its
+                                                                   # saved arrays (E, 1/r, keep, O)
 
 from conftest import torch_or_skip
 
@@ -192,9 +198,34 @@ def _dropout_not_applied_to_dp(self, g):
     return dq, dk, ScaledDotProductAttention.backward(self, g)[2]
 
 
-@pytest.mark.parametrize("bug", [_forgot_row_term, _unscaled, _dropout_not_applied_to_dp])
-def test_planted_bug_is_caught(bug):
-    buggy = type("BuggySDPA", (ScaledDotProductAttention,), {"backward": bug})
+def _reference_forgot_row_term(self, g):
+    """The same bug in the reference: dS = P * dP."""
+    q, k, v, p, mult = self.saved_tensors
+    ds = p * ((g @ v.swapaxes(-1, -2)) * mult)
+    return ds @ k * self.scale, ds.swapaxes(-1, -2) @ q * self.scale, (p * mult).swapaxes(-1, -2) @ g
+
+
+def _reference_unscaled(self, g):
+    dq, dk, dv = reference_attention.ScaledDotProductAttention.backward(self, g)
+    return dq / self.scale, dk, dv
+
+
+def _reference_dropout_not_applied_to_dp(self, g):
+    q, k, v, p, mult = self.saved_tensors
+    self.saved_tensors = (q, k, v, p, None)
+    dq, dk, _ = reference_attention.ScaledDotProductAttention.backward(self, g)
+    self.saved_tensors = (q, k, v, p, mult)
+    return dq, dk, reference_attention.ScaledDotProductAttention.backward(self, g)[2]
+
+
+PLANTED = [(ScaledDotProductAttention, b) for b in (_forgot_row_term, _unscaled, _dropout_not_applied_to_dp)]
+PLANTED += [(reference_attention.ScaledDotProductAttention, b)
+            for b in (_reference_forgot_row_term, _reference_unscaled, _reference_dropout_not_applied_to_dp)]
+
+
+@pytest.mark.parametrize("cls,bug", PLANTED, ids=[b.__name__.strip("_") for _, b in PLANTED])
+def test_planted_bug_is_caught(cls, bug):
+    buggy = type("BuggySDPA", (cls,), {"backward": bug})
     rng = np.random.default_rng(0)
     q, k, v = draw(rng, (1, 2, 3, 4), (1, 2, 4, 4), (1, 2, 4, 3))
     keep = rng.random((1, 2, 3, 4)) >= 0.3
@@ -284,12 +315,11 @@ def test_no_grad_saves_nothing_and_only_needed_gradients_are_computed():
 
 
 @pytest.mark.parametrize("masked", [False, True])
-def test_shift_free_path_equals_the_shifted_one_and_large_scores_take_the_shift(monkeypatch, masked):
+def test_shift_free_path_equals_the_shifted_one_and_large_scores_take_the_shift(masked):
     """On NumPy, when |scores| <= 60 is guaranteed, exp (exp2 on scores times log2 e when nothing is masked)
-    runs without subtracting the row max; the result must be the shifted one. Scores of several hundred
-    must still not overflow."""
-    torch = torch_or_skip()
-    import tinyw2v2.ops.attention as A
+    runs without subtracting the row max; the result must be the shifted one (the knob
+    ``skip_bounded_shift=False`` forces the shift). Scores of several hundred must still not overflow."""
+    A = fast_attention
 
     rng = np.random.default_rng(12)
     q, k, v = (a.astype(np.float32) for a in draw(rng, (2, 3, 6, 8), (2, 3, 7, 8), (2, 3, 7, 4)))
@@ -304,16 +334,130 @@ def test_shift_free_path_equals_the_shifted_one_and_large_scores_take_the_shift(
         y.backward(np.ones(y.shape, np.float32))
         return [y.data] + [t.grad for t in ts]
 
-    fast = run()
-    monkeypatch.setattr(A, "_scores_bounded", lambda q, k, scale: False)
-    for a, b in zip(fast, run()):
+    unshifted = run()
+    with fast.tuning(skip_bounded_shift=False):
+        assert not A._scores_bounded(q, k, 8 ** -0.5)
+        shifted = run()
+    for a, b in zip(unshifted, shifted):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    monkeypatch.undo()
 
     q, k = 30 * q, 30 * k  # scores up to several hundred: exp would overflow without the shift
     assert not A._scores_bounded(q, k, 8 ** -0.5)
+    torch = torch_or_skip()
     ours, ref = ours_and_torch(torch, q.astype(np.float64), k.astype(np.float64), v.astype(np.float64),
                                {"attn_mask": mask},
                                lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(
                                    q, k, v, attn_mask=None if mask is None else torch.tensor(mask)))
     assert_same(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+# --- (e) the tuned Functions (ops/fast/) equal the reference ones ---------------------------------------------
+
+def _attention_with_grads(q, k, v, up, kw, reference):
+    ts = [t64(a) for a in (q, k, v)]
+    with tw.reference_ops(reference):
+        y = F.scaled_dot_product_attention(*ts, **kw)
+    assert type(y._ctx) is (reference_attention if reference else fast_attention).ScaledDotProductAttention
+    y.backward(up)
+    return [y.data] + [t.grad for t in ts]
+
+
+@pytest.mark.parametrize("skip_shift", [True, False], ids=["shift skipped", "always shifted"])
+@pytest.mark.parametrize("kv_heads", [3, 1], ids=["k,v per head", "k,v broadcast over heads"])
+@pytest.mark.parametrize("dropout", ["none", "bool keep-mask", "float multiplier"])
+@pytest.mark.parametrize("mask_kind", ["key padding, an empty utterance", "key padding and a fully masked query row"])
+def test_tuned_attention_equals_the_reference_at_a_model_like_size(mask_kind, dropout, kv_heads, skip_shift):
+    """B=2, H=3, T=40, Dh=8 in float64: the tuned Function (E and 1/r, appended columns, the shift skipped or not) gives
+    the reference's output and gradients, fully masked rows included (0 in both, no NaN)."""
+    rng = np.random.default_rng(13)
+    B, H, T, Dh = 2, 3, 40, 8
+    q, k, v = draw(rng, (B, H, T, Dh), (B, kv_heads, T, Dh), (B, kv_heads, T, Dh))
+    pad = (np.arange(T)[None, :] < np.array([T, 23])[:, None])[:, None, None, :]      # (B, 1, 1, T)
+    if mask_kind.startswith("key padding, an empty"):
+        mask = pad.copy()
+        mask[1] = False                                   # utterance 1: every key is padding
+        dead = (1, slice(None), slice(None))
+    else:
+        mask = np.broadcast_to(pad, (B, 1, T, T)).copy()  # (B, 1, Tq, Tk): not constant over queries
+        mask[0, 0, 7] = False                             # query 7 of utterance 0 sees no key
+        dead = (0, slice(None), 7)
+    p = 0.1
+    keep = rng.random((B, H, T, T)) >= p
+    kw = {"attn_mask": mask, **{"none": {}, "bool keep-mask": {"dropout_mask": keep, "dropout_p": p},
+                                "float multiplier": {"dropout_mask": keep / (1 - p)}}[dropout]}
+    up = rng.standard_normal((B, H, T, Dh))
+    with fast.tuning(skip_bounded_shift=skip_shift):
+        assert fast_attention._scores_bounded(q, k, Dh ** -0.5) == skip_shift
+        tuned = _attention_with_grads(q, k, v, up, kw, reference=False)
+    ref = _attention_with_grads(q, k, v, up, kw, reference=True)
+    for name, a, b in zip(["output", "dq", "dk", "dv"], tuned, ref):
+        assert a.shape == b.shape and not np.isnan(a).any() and not np.isnan(b).any(), name
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+    assert np.all(ref[0][dead] == 0) and np.all(ref[1][dead] == 0)   # O = 0 and dQ = 0 on fully masked rows
+
+
+SOFTMAX_PAIRS = [("softmax", ops.Softmax, fast_softmax.Softmax, {}),   # ops.Softmax: the reference (ops/softmax.py)
+                 ("log_softmax", ops.LogSoftmax, fast_softmax.LogSoftmax, {}),
+                 ("logsumexp", ops.LogSumExp, fast_softmax.LogSumExp, {}),
+                 ("logsumexp keepdims", ops.LogSumExp, fast_softmax.LogSumExp, {"keepdims": True})]
+
+
+@pytest.mark.parametrize("skip_shift", [True, False], ids=["shift skipped if bounded", "always shifted"])
+@pytest.mark.parametrize("values", ["|x| > 60", "-inf entries and an all -inf row", "|x| <= 60"])
+@pytest.mark.parametrize("axis", [-1, 0])
+@pytest.mark.parametrize("name,Ref,Tuned,kw", SOFTMAX_PAIRS, ids=[p[0] for p in SOFTMAX_PAIRS])
+def test_tuned_softmax_family_equals_the_reference(name, Ref, Tuned, kw, axis, values, skip_shift):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((6, 9))
+    if values == "|x| > 60":
+        x = np.sign(x) * (61 + 200 * np.abs(x))           # every entry beyond the no-shift bound
+    elif values.startswith("-inf"):
+        x = 20 * x
+        x[rng.random(x.shape) < 0.3] = -np.inf
+        x[(2, slice(None)) if axis == -1 else (slice(None), 4)] = -np.inf   # a row of only -inf along the axis
+    else:
+        x = 20 * x.clip(-2.9, 2.9)                        # |x| <= 58: the shift may be skipped
+    with fast.tuning(skip_bounded_shift=skip_shift):
+        m, _, _ = fast_softmax._shifted_exp(x, axis)
+        assert np.all(m == 0) == (skip_shift and values == "|x| <= 60")   # which path the tuned ops take
+        results, up = [], None
+        for cls in (Tuned, Ref):
+            xt = t64(x)
+            y = cls.apply(xt, axis=axis, **kw)
+            if up is None:                                # one upstream for both (0 where y is not finite)
+                up = np.where(np.isfinite(y.data), rng.standard_normal(y.shape), 0.0)
+            y.backward(up)
+            results.append((y.data, xt.grad))
+    (y_fast, g_fast), (y_ref, g_ref) = results
+    assert not np.isnan(y_fast).any() and not np.isnan(g_fast).any()
+    np.testing.assert_allclose(y_fast, y_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g_fast, g_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(g_ref[np.isneginf(x)], 0)    # no gradient into -inf inputs, in both
+
+
+def test_reference_attention_and_softmax_run_on_every_device(device):
+    """The reference Functions are plain array code: on the emulated device (and CuPy) they give the CPU's
+    tuned results, fully masked rows included."""
+    rng = np.random.default_rng(15)
+    q, k, v = (a.astype(np.float32) for a in draw(rng, (2, 3, 6, 8), (2, 3, 9, 8), (2, 3, 9, 5)))
+    mask = rng.random((2, 1, 6, 9)) < 0.7
+    mask[1, 0, 2] = False
+    keep = rng.random((2, 3, 6, 9)) >= 0.1
+    x = rng.standard_normal((4, 7)).astype(np.float32)
+    x[1] = -np.inf
+    x[2, :3] = -np.inf
+    up = rng.standard_normal((2, 3, 6, 5)).astype(np.float32)
+    results = []
+    for dev, reference in (("cpu", False), (device, True)):
+        ts = [tw.tensor(a, requires_grad=True, device=dev) for a in (q, k, v)]
+        xs = tw.tensor(x, requires_grad=True, device=dev)
+        with tw.reference_ops(reference):
+            y = F.scaled_dot_product_attention(*ts, attn_mask=backend.to_device(mask, dev),
+                                               dropout_mask=backend.to_device(keep, dev), dropout_p=0.1)
+            z = F.softmax(xs, -1).sum() + F.log_softmax(xs, -1)[0].sum() + F.logsumexp(xs, -1)[2:].sum()
+        y.backward(backend.to_device(up, dev))
+        z.backward()
+        assert y.dtype == np.float32 and all(t.grad.dtype == np.float32 for t in ts + [xs])
+        results.append([y.numpy(), z.numpy()] + [backend.to_numpy(t.grad) for t in ts + [xs]])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -17,7 +17,7 @@ import numpy as np
 from .. import backend
 from ..backend import get_array_module
 from ..tensor import Function, Tensor
-from .softmax import _shifted_exp
+from .dispatch import pick
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -25,13 +25,23 @@ _REDUCTIONS = ("mean", "sum", "none")
 class CrossEntropy(Function):
     """x (N, C) or (N, C, d1, ...), t (N) or (N, d1, ...) int; rows R = N * d1 * ..., viewed as x2 (R, C).
 
-    Forward:  m_i = max_c x_ic  (the shift; 0 on NumPy when every |x| <= 60, see softmax._shifted_exp)
+    Forward:  m_i = max_c x_ic  (the shift; 0 for a row of only -inf)
               e_ic = exp(x_ic - m_i),  s_i = sum_c e_ic,  lse_i = m_i + log s_i
               loss_i = lse_i - x_{i, t_i}  (0 if t_i = ignore_index, +inf if x_{i, t_i} = -inf)
               out = sum_i loss_i / count | sum_i loss_i | loss (shape of t)
     Backward: w_i = g / count | g | g_i   (0 for ignored rows and rows with infinite loss)
               dx_ic = w_i * e_ic / s_i - w_i [c = t_i]
+    The tuned version (``ops.fast.cross_entropy``) only replaces ``shifted_exp``.
     """
+
+    @staticmethod
+    def shifted_exp(x2):
+        """(m, e, s) of the rows of x2 (R, C): m = max_c x (0 for a row of only -inf), e = exp(x - m), s = sum_c e."""
+        xp = get_array_module(x2)
+        m = x2.max(axis=1, keepdims=True)                               # (R, 1)
+        m = xp.where(xp.isfinite(m), m, xp.zeros((), dtype=x2.dtype))   # a row of only -inf: shift by 0
+        e = xp.exp(x2 - m)                                              # (R, C), 0 at -inf
+        return m, e, e.sum(axis=1, keepdims=True)                       # s (R, 1)
 
     def forward(self, x, t, reduction="mean", ignore_index=-100):
         xp = get_array_module(x)
@@ -40,7 +50,7 @@ class CrossEntropy(Function):
         t1 = t.reshape(-1)                                              # (N, d...) -> (R,)
         valid = t1 != ignore_index                                      # (R,)
         tc = xp.where(valid, t1, 0)                                     # (R,) safe index for ignored rows
-        m, e, s = _shifted_exp(x2, 1)                                   # shift (R, 1) or (), e (R, C) fresh, s (R, 1)
+        m, e, s = self.shifted_exp(x2)                                  # shift (R, 1) or (), e (R, C) fresh, s (R, 1)
         s += s == 0                                                     # row of only -inf: log 1 = 0, lse finite
         picked = x2[xp.arange(x2.shape[0]), tc]                         # (R,) x_{i, t_i}
         lse = xp.log(s)[:, 0] if m.ndim == 0 else (m + xp.log(s))[:, 0]  # (R,) (m = 0 when the shift was skipped)
@@ -91,4 +101,7 @@ def cross_entropy(input, target, reduction="mean", ignore_index=-100):
     if len(shape) < 2 or tuple(t.shape) != shape[:1] + shape[2:]:
         raise ValueError(f"target shape {tuple(t.shape)} does not match logits {shape} "
                          f"(expected {shape[:1] + shape[2:]})")
-    return CrossEntropy.apply(input, target, reduction=reduction, ignore_index=ignore_index)
+    return pick(CrossEntropy, fast.CrossEntropy).apply(input, target, reduction=reduction, ignore_index=ignore_index)
+
+
+from .fast import cross_entropy as fast  # noqa: E402  (the tuned Function subclasses the one above)

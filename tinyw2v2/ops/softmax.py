@@ -1,139 +1,104 @@
-"""softmax, log_softmax and logsumexp along one axis, stable for large values and for -inf.
+"""softmax, log_softmax and logsumexp along one axis, stable for large values and for -inf (docs/engine.md).
+
+For one row x_1 .. x_n along the axis:
+
+    m = max_j x_j  (0 if every x_j = -inf),   e_i = exp(x_i - m),   s = sum_j e_j
+    logsumexp(x) = m + log s,   softmax(x)_i = e_i / s,   log_softmax(x)_i = x_i - (m + log s)
 
 Rows that are entirely -inf (every candidate masked) give logsumexp = -inf, softmax = 0,
 log_softmax = -inf, and zero gradients: no NaN appears anywhere.
 
-Speed: each op allocates one full-size array (its output) and works in place on it (``out=``), and the
-row sums / row dot products are ``einsum`` contractions (no temporary, faster than ``sum`` on short rows).
-On NumPy the max-shift is skipped when every |x| <= 60 (``_shifted_exp``). Derivations: docs/engine.md.
+These are the reference Functions, the formulas of the docs in plain array code. The tuned ones that run by
+default (in-place buffers, einsum row sums, no shift when every |x| <= 60) are in ``ops/fast/softmax.py``.
 """
 from __future__ import annotations
-
-import numpy as np
 
 from .. import backend
 from ..backend import get_array_module
 from ..tensor import Function
-
-_LETTERS = "abcdefghijklmnopqrstuvwxyz"
-_NO_SHIFT_BOUND = 60.0
+from .dispatch import pick
 
 
-def _rowsum(axis, *arrays):
-    """sum_j prod_k arrays[k]_j along ``axis``, kept as size 1 (one einsum: no temporary for the product)."""
-    a = arrays[0]
-    xp = get_array_module(a)
-    ax = axis % a.ndim
-    sub = _LETTERS[:a.ndim]
-    out = xp.einsum(",".join([sub] * len(arrays)) + "->" + sub.replace(sub[ax], ""), *arrays)  # (..., [1 removed])
-    return xp.expand_dims(out, ax)  # (..., 1, ...)
-
-
-def _shifted_exp(x, axis):
-    """(m, e, s): the shift m, e = exp(x - m) (a fresh array) and s = sum_j e_j along ``axis``.
-
-    m is the row max (0 for an all -inf row), except on NumPy when every entry lies in [-60, 60]: then
-    exp(x) can neither overflow nor lose a row's largest term (e^-60 is a normal float), and the shift is
-    skipped (m = 0), which saves a reduction and a pass on short rows. Two global reductions decide it; the
-    comparison needs their values on the host, a sync point on a GPU, so CuPy always shifts.
-    """
+def _shifted_exp_rows(x, axis):
+    """(m, e, s): m = max_j x_j (0 for an all -inf row), e = exp(x - m), s = sum_j e_j, kept as size 1."""
     xp = get_array_module(x)
-    if xp is np and x.size and -_NO_SHIFT_BOUND <= x.min() and x.max() <= _NO_SHIFT_BOUND:  # False for NaN, -inf
-        m, e = xp.zeros((), dtype=x.dtype), xp.exp(x)
-    else:
-        m = x.max(axis=axis, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, xp.zeros((), dtype=x.dtype))  # all -inf row: shift by 0 (small array)
-        e = x - m
-        xp.exp(e, out=e)  # exp(-inf) = 0
-    return m, e, _rowsum(axis, e)
+    m = x.max(axis=axis, keepdims=True)
+    m = xp.where(m == -xp.inf, x.dtype.type(0), m)        # all -inf row: shift by 0, so e = exp(-inf) = 0
+    e = xp.exp(x - m)
+    s = e.sum(axis=axis, keepdims=True)
+    return m, e, s
 
 
-def _logsumexp(x, axis):
-    """log sum_j exp(x_j) along ``axis`` (kept as size 1), shifting by the row max; -inf for all -inf rows."""
+def _softmax_rows(x, axis):
+    """softmax(x)_i = e_i / s along ``axis``; 0 for an all -inf row (e = 0 there, divided by 1 instead of s = 0)."""
     xp = get_array_module(x)
-    m, _, s = _shifted_exp(x, axis)
-    with backend.errstate(xp, divide="ignore"):
-        return m + xp.log(s)  # log(0) = -inf for an all -inf row
-
-
-def _softmax(x, axis):
-    xp = get_array_module(x)
-    _, y, s = _shifted_exp(x, axis)
-    s += s == 0  # all -inf row: y is all 0, divide by 1 instead of 0
-    xp.reciprocal(s, out=s)
-    y *= s
-    return y
-
+    _, e, s = _shifted_exp_rows(x, axis)
+    return e / xp.where(s == 0, x.dtype.type(1), s)
 
 
 class Softmax(Function):
-    """y_i = exp(x_i) / sum_j exp(x_j);  dx = y * (g - sum_j g_j y_j)."""
+    """y_i = e_i / s;  dx = y * (g - sum_j g_j y_j).  The tuned version: ``ops.fast.softmax.Softmax``."""
 
     def forward(self, x, axis=-1):
         self.axis = axis
-        y = _softmax(x, axis)
+        y = _softmax_rows(x, axis)
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved_tensors
-        dx = g - _rowsum(self.axis, g, y)  # g - sum_j g_j y_j (fresh array)
-        dx *= y
-        return dx
+        return y * (g - (g * y).sum(axis=self.axis, keepdims=True))
 
 
 class LogSoftmax(Function):
-    """y_i = x_i - logsumexp(x);  dx = g - softmax(x) * sum_j g_j  (0 where x = -inf)."""
+    """y_i = x_i - (m + log s);  dx = g - softmax(x) * sum_j g_j, with softmax(x) = exp(y) (0 where x = -inf)."""
 
     def forward(self, x, axis=-1):
         xp = get_array_module(x)
         self.axis = axis
-        m, e, s = _shifted_exp(x, axis)
-        with backend.errstate(xp, divide="ignore"):
-            lse = m + xp.log(s)  # (..., 1, ...)
-        lse = xp.where(xp.isfinite(lse), lse, xp.zeros((), dtype=x.dtype))  # all -inf row stays -inf
-        y = xp.subtract(x, lse, out=e)  # reuse the exp buffer for the output
+        m, e, s = _shifted_exp_rows(x, axis)
+        lse = m + xp.log(xp.where(s == 0, x.dtype.type(1), s))  # all -inf row: m = 0, s = 0 -> lse = 0, y = -inf
+        y = x - lse
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved_tensors
         xp = get_array_module(y)
-        dx = xp.exp(y)  # softmax(x), 0 where x = -inf
-        dx *= _rowsum(self.axis, g)
-        xp.subtract(g, dx, out=dx)  # g - p * sum_j g_j
-        xp.copyto(dx, xp.zeros((), dtype=dx.dtype), where=(y == -xp.inf))  # no gradient into -inf inputs
-        return dx
+        dx = g - xp.exp(y) * g.sum(axis=self.axis, keepdims=True)
+        return xp.where(y == -xp.inf, y.dtype.type(0), dx)  # a -inf input is a constant: no gradient
 
 
 class LogSumExp(Function):
-    """y = log sum_j exp(x_j);  dx = g * softmax(x)."""
+    """y = m + log s  (-inf for an all -inf row);  dx = g * softmax(x)."""
 
     def forward(self, x, axis=-1, keepdims=False):
+        xp = get_array_module(x)
         self.axis, self.keepdims = axis, keepdims
-        lse = _logsumexp(x, axis)
-        self.save_for_backward(x, lse)
+        m, e, s = _shifted_exp_rows(x, axis)
+        with backend.errstate(xp, divide="ignore"):
+            lse = m + xp.log(s)                               # log 0 = -inf for an all -inf row
+        self.save_for_backward(e / xp.where(s == 0, x.dtype.type(1), s))  # softmax(x), 0 on an all -inf row
         return lse if keepdims else lse.squeeze(axis)
 
     def backward(self, g):
-        x, lse = self.saved_tensors
-        xp = get_array_module(x)
+        (p,) = self.saved_tensors
+        xp = get_array_module(p)
         if not self.keepdims:
             g = xp.expand_dims(g, self.axis)
-        lse = xp.where(xp.isfinite(lse), lse, xp.full((), xp.inf, dtype=x.dtype))  # all -inf row: exp(-inf) = 0
-        p = x - lse
-        xp.exp(p, out=p)  # softmax(x)
-        p *= g
-        return p
+        return g * p
 
 
 def softmax(x, axis=-1):
-    return Softmax.apply(x, axis=axis)
+    return pick(Softmax, fast.Softmax).apply(x, axis=axis)
 
 
 def log_softmax(x, axis=-1):
-    return LogSoftmax.apply(x, axis=axis)
+    return pick(LogSoftmax, fast.LogSoftmax).apply(x, axis=axis)
 
 
 def logsumexp(x, axis=-1, keepdims=False):
-    return LogSumExp.apply(x, axis=axis, keepdims=keepdims)
+    return pick(LogSumExp, fast.LogSumExp).apply(x, axis=axis, keepdims=keepdims)
+
+
+from .fast import softmax as fast  # noqa: E402  (the tuned Functions subclass the ones above)
