@@ -5,8 +5,9 @@ import pytest
 import tinyw2v2 as tw
 from tinyw2v2 import backend
 from tinyw2v2.gradcheck import GradcheckError
-from tinyw2v2.ops import conv as conv_ops
+from tinyw2v2.ops import fast
 from tinyw2v2.ops.conv import Conv1d, WeightNorm, conv1d, conv_output_length, weight_norm
+from tinyw2v2.ops.fast import conv as fast_conv
 
 from conftest import torch_or_skip
 
@@ -48,32 +49,27 @@ def _draw(xs, ws, bias, seed=0):
     return r.standard_normal(xs), r.standard_normal(ws), (r.standard_normal(ws[0]) if bias else None)
 
 
-# the code paths large sizes take, forced on at small sizes: (long output threshold, min taps per chunk * Cg)
-PATHS = {"folded": (None, None), "batch-major": (1, None), "chunked": (None, 1), "batch-major+chunked": (1, 5)}
-
-
-def _force(monkeypatch, path):
-    long, min_reduction = PATHS[path]
-    if long is not None:
-        monkeypatch.setattr(conv_ops, "_LONG", long)
-    if min_reduction is not None:
-        monkeypatch.setattr(conv_ops, "_CHUNK", 1)
-        monkeypatch.setattr(conv_ops, "_MIN_REDUCTION", min_reduction)
+# the code paths large sizes take, forced on at small sizes (knobs of the tuned Conv1d): the GEMM layout, and
+# the taps in chunks of ceil(conv_min_reduction / Cg) taps
+CHUNKED = dict(conv_chunk_elements=1, conv_min_reduction=1)
+PATHS = {"folded": dict(conv_layout="folded"), "batch-major": dict(conv_layout="batch_major"),
+         "chunked": dict(conv_layout="folded", **CHUNKED),
+         "batch-major+chunked": dict(conv_layout="batch_major", conv_chunk_elements=1, conv_min_reduction=5)}
 
 
 @pytest.mark.torchref
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("xs,ws,bias,kw,transposed", CONV_CASES, ids=[f"{c[0]}*{c[1]} {c[3]}" for c in CONV_CASES])
-def test_conv1d_matches_torch(xs, ws, bias, kw, transposed, path, monkeypatch):
+def test_conv1d_matches_torch(xs, ws, bias, kw, transposed, path):
     torch = torch_or_skip()
-    _force(monkeypatch, path)
     x, w, b = _draw(xs, ws, bias)
     tx, tw_ = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
     tb = torch.tensor(b, requires_grad=True) if bias else None
     ty = torch.nn.functional.conv1d(tx, tw_, tb, **kw)
     g = np.random.default_rng(1).standard_normal(tuple(ty.shape))
     ty.backward(torch.tensor(g))
-    ours = _run_ours(x, w, b, kw, transposed, g)
+    with fast.tuning(**PATHS[path]):
+        ours = _run_ours(x, w, b, kw, transposed, g)
     theirs = [ty.detach().numpy(), tx.grad.numpy(), tw_.grad.numpy()] + ([tb.grad.numpy()] if bias else [])
     for name, a, t in zip(["y", "dx", "dw", "db"], ours, theirs):
         assert a.shape == t.shape, name
@@ -131,47 +127,42 @@ def test_positional_conv_matches_torch_weight_norm_module():
 # --- planted bugs -----------------------------------------------------------------------------------
 
 
-def _dcols(self, gy):
-    """dcols as (K, B, C, T') from the saved weight, the folded way (a plain restatement for the bugs below)."""
-    B, C, T, O, Cg, K, G, Og, T_out, Tp, left, stride, dilation = self.shape
-    gY = gy.reshape(B, G, Og, T_out).transpose(1, 2, 0, 3).reshape(G, Og, B * T_out)
-    Wg = self.w.reshape(G, Og, Cg * K)
-    return (Wg.swapaxes(1, 2) @ gY).reshape(C, K, B, T_out).transpose(1, 2, 0, 3)
+def _col2im(self, dcols, taps, accumulate=True):
+    """The reference Conv1d's col2im over the given taps only, adding or (a bug) assigning."""
+    B, C, T, K, left, right, stride, dilation = self.sizes
+    T_out = dcols.shape[2] // B
+    dcols = dcols.reshape(C, K, B, T_out).transpose(1, 2, 0, 3)  # (K, B, C, T')
+    dxpad = np.zeros((B, C, left + T + right))
+    for k in taps:
+        at = (slice(None), slice(None), slice(k * dilation, k * dilation + stride * (T_out - 1) + 1, stride))
+        if accumulate:
+            dxpad[at] += dcols[k]
+        else:
+            dxpad[at] = dcols[k]
+    return dxpad[:, :, left:left + T]
 
 
 class AssignCol2im(Conv1d):
     """col2im that assigns instead of accumulating: overlapping taps (K > stride) lose contributions."""
 
-    def backward(self, gy):
-        B, C, T, O, Cg, K, G, Og, T_out, Tp, left, stride, dilation = self.shape
-        dcols = _dcols(self, gy)
-        dx = np.zeros((B, C, Tp))
-        for k in range(K):
-            dx[:, :, k * dilation:k * dilation + stride * (T_out - 1) + 1:stride] = dcols[k]
-        _, dw = Conv1d.backward(self, gy)
-        return dx[:, :, left:left + T], dw
+    def _col2im(self, dcols):
+        return _col2im(self, dcols, range(self.sizes[3]), accumulate=False)
 
 
 class SwappedGroupsDw(Conv1d):
     """dW of each group computed against the other group's columns."""
 
     def backward(self, gy):
-        dx, dw = Conv1d.backward(self, gy)
+        dx, dw, db = Conv1d.backward(self, gy)
         O = dw.shape[0]
-        return dx, np.concatenate([dw[O // 2:], dw[:O // 2]])
+        return dx, np.concatenate([dw[O // 2:], dw[:O // 2]]), db
 
 
 class MissingTap(Conv1d):
     """col2im whose loop stops one tap early."""
 
-    def backward(self, gy):
-        dx, dw = Conv1d.backward(self, gy)
-        B, C, T, O, Cg, K, G, Og, T_out, Tp, left, stride, dilation = self.shape
-        dxpad = np.zeros((B, C, Tp))
-        dxpad[:, :, left:left + T] = dx
-        s = (K - 1) * dilation
-        dxpad[:, :, s:s + stride * (T_out - 1) + 1:stride] -= _dcols(self, gy)[K - 1]
-        return dxpad[:, :, left:left + T], dw
+    def _col2im(self, dcols):
+        return _col2im(self, dcols, range(self.sizes[3] - 1))
 
 
 class NoProjection(WeightNorm):
@@ -194,17 +185,17 @@ class NormNotDivided(WeightNorm):
 def _conv(cls, **kw):
     from tinyw2v2.ops.conv import _padding
     pads = _padding(kw.pop("padding", 0), 1, 1)
-    return lambda x, w: cls.apply(x, w, padding=pads, **kw)
+    return lambda x, w: cls.apply(x, w, None, padding=pads, **kw)
 
 
-class UnflippedKernel(Conv1d):
-    """Stride-1 dx as a convolution of gy with the transposed kernel, but not flipped in time."""
+class UnflippedKernel(fast_conv.Conv1d):
+    """(tuned Conv1d) Stride-1 dx as a convolution of gy with the transposed kernel, but not flipped in time."""
 
     def _grad_input_stride1(self, gy):
         w = self.w
-        self.w = w[:, :, ::-1]  # the flip in Conv1d._grad_input_stride1 then cancels out
+        self.w = w[:, :, ::-1]  # the flip in fast_conv.Conv1d._grad_input_stride1 then cancels out
         try:
-            return Conv1d._grad_input_stride1(self, gy)
+            return fast_conv.Conv1d._grad_input_stride1(self, gy)
         finally:
             self.w = w
 
@@ -222,7 +213,7 @@ def test_conv1d_planted_bug_is_caught(name):
     bug, kw, shapes = BUGS[name]
     r = np.random.default_rng(0)
     arrays = [r.standard_normal(s) for s in shapes]
-    assert tw.gradcheck(_conv(Conv1d, **kw), *arrays)  # the real backward passes on the same inputs
+    assert tw.gradcheck(_conv(bug.__mro__[1], **kw), *arrays)  # the real backward passes on the same inputs
     with pytest.raises(GradcheckError):
         tw.gradcheck(_conv(bug, **kw), *arrays)
 
@@ -242,14 +233,14 @@ def test_weight_norm_planted_bug_is_caught(bug, dim, gs):
 
 @pytest.mark.parametrize("path", ["folded", "batch-major+chunked"])
 @pytest.mark.parametrize("case", [0, 1, 4, 5], ids=lambda i: f"{CONV_CASES[i][0]}*{CONV_CASES[i][1]}")
-def test_conv1d_float32_on_device_equals_cpu(case, path, device, monkeypatch):
-    _force(monkeypatch, path)
+def test_conv1d_float32_on_device_equals_cpu(case, path, device):
     xs, ws, bias, kw, transposed = CONV_CASES[case]
     x, w, b = _draw(xs, ws, bias)
     y_shape = _ours(x, w, b, kw, transposed)[3].shape
     g = np.random.default_rng(1).standard_normal(y_shape)
-    cpu = _run_ours(x, w, b, kw, transposed, g, tw.float32, "cpu")
-    dev = _run_ours(x, w, b, kw, transposed, g, tw.float32, device)
+    with fast.tuning(**PATHS[path]):
+        cpu = _run_ours(x, w, b, kw, transposed, g, tw.float32, "cpu")
+        dev = _run_ours(x, w, b, kw, transposed, g, tw.float32, device)
     for a, d in zip(cpu, dev):
         assert d.dtype == np.float32
         np.testing.assert_allclose(d, a, rtol=1e-4, atol=1e-5)
@@ -296,28 +287,75 @@ def test_positional_conv_same_pad_keeps_length():
         assert y[:, :, :-1].shape == (2, 2 * G, 49)
 
 
-def test_batch_major_and_folded_paths_agree_at_model_length(monkeypatch):
-    """T' = 599 >= _LONG takes the batch-major path on NumPy; forcing the folded path gives the same numbers."""
-    assert conv_ops._LONG <= 599
+def test_batch_major_and_folded_paths_agree_at_model_length():
+    """T' = 599 >= conv_long_output takes the batch-major path on NumPy; forcing the folded path gives the same
+    numbers."""
+    assert fast.TUNING.conv_layout == "auto" and fast.TUNING.conv_long_output <= 599
+    assert fast_conv._batch_major(np.zeros(1), 3, 599) and not fast_conv._batch_major(np.zeros(1), 1, 599)
     r = np.random.default_rng(0)
     x, w, g = r.standard_normal((3, 4, 1200)), r.standard_normal((5, 4, 3)), r.standard_normal((3, 5, 599))
     results = []
-    for long in (conv_ops._LONG, 10 ** 9):
-        monkeypatch.setattr(conv_ops, "_LONG", long)
-        X, W = tw.Tensor(x, requires_grad=True), tw.Tensor(w, requires_grad=True)
-        y = conv1d(X, W, stride=2)
-        y.backward(g.astype(np.float32))
+    for layout in ("auto", "folded"):
+        with fast.tuning(conv_layout=layout):
+            X, W = tw.Tensor(x, requires_grad=True), tw.Tensor(w, requires_grad=True)
+            y = conv1d(X, W, stride=2)
+            y.backward(g.astype(np.float32))
         results.append([y.data, X.grad, W.grad])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+# (x shape, w shape, kwargs): outputs as long as the model's (T' >= conv_long_output takes the batch-major layout
+# under "auto"), which the small catalogue cases of tests/test_fast_ops.py do not reach
+MODEL_LIKE = [
+    ((3, 8, 700), (8, 8, 3), dict(stride=2)),                       # feature encoder layers 1-4
+    ((3, 8, 700), (8, 2, 3), dict(padding=1, groups=4)),            # stride 1: dx as a flipped-kernel convolution
+    ((3, 8, 700), (8, 4, 4), dict(padding=2, groups=2, dilation=2)),  # even K, dilation
+]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["one chunk", "a chunk per tap"])
+@pytest.mark.parametrize("layout", ["auto", "batch_major", "folded"])
+@pytest.mark.parametrize("xs,ws,kw", MODEL_LIKE, ids=[f"{c[0]}*{c[1]} {c[2]}" for c in MODEL_LIKE])
+def test_reference_conv1d_equals_the_tuned_one_at_model_like_shapes(xs, ws, kw, layout, chunked):
+    x, w, b = _draw(xs, ws, True)
+    g = np.random.default_rng(1).standard_normal(_ours(x, w, b, kw, False)[3].shape)
+    with tw.reference_ops():
+        reference = _run_ours(x, w, b, kw, False, g)
+    with fast.tuning(conv_layout=layout, **(CHUNKED if chunked else {})):
+        tuned = _run_ours(x, w, b, kw, False, g)
+    for name, a, r in zip(["y", "dx", "dw", "db"], tuned, reference):
+        np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_conv_layout_knob_forces_the_layout():
+    x = np.zeros(1)
+    assert fast_conv._batch_major(x, 3, 599) and not fast_conv._batch_major(x, 3, 511)  # "auto": long and batched
+    with fast.tuning(conv_layout="batch_major"):
+        assert fast_conv._batch_major(x, 1, 5)
+    with fast.tuning(conv_layout="folded"):
+        assert not fast_conv._batch_major(x, 3, 599)
+    with fast.tuning(conv_layout="rows"), pytest.raises(ValueError, match="conv_layout"):
+        fast_conv._batch_major(x, 3, 599)
+
+
+def test_dispatch_runs_the_reference_or_the_tuned_conv1d():
+    x, w = tw.Tensor(np.ones((1, 2, 5)), requires_grad=True), tw.Tensor(np.ones((3, 2, 2)))
+    assert type(conv1d(x, w)._ctx) is fast_conv.Conv1d
+    with tw.reference_ops():
+        y = conv1d(x, w)
+    assert type(y._ctx) is Conv1d
+    y.sum().backward()  # no bias: the reference's backward returns None for it
+    np.testing.assert_array_equal(x.grad[0, 0], [3, 6, 6, 6, 3])
+
+
 def test_tap_chunks():
-    assert conv_ops._CHUNK == 1 << 24 and conv_ops._MIN_REDUCTION == 512
-    assert conv_ops._tap_chunks(3, 512, 512 * 1599) == [(0, 3)]  # BASE layer 1, batch 1: one chunk
-    assert conv_ops._tap_chunks(3, 512, 512 * 8 * 1599) == [(0, 2), (2, 3)]  # batch 8: 13M + 6.5M elements
-    assert conv_ops._tap_chunks(128, 48, 768 * 8 * 50) == [(0, 54), (54, 108), (108, 128)]  # BASE pos conv
-    assert conv_ops._tap_chunks(128, 48, 768 * 8 * 500)[0] == (0, 11)  # long input: >= 512 (c, k) pairs per GEMM
+    assert fast.TUNING.conv_chunk_elements == 1 << 24 and fast.TUNING.conv_min_reduction == 512
+    chunks = fast_conv._tap_chunks
+    assert chunks(3, 512, 512 * 1599) == [(0, 3)]  # BASE layer 1, batch 1: one chunk
+    assert chunks(3, 512, 512 * 8 * 1599) == [(0, 2), (2, 3)]  # batch 8: 13M + 6.5M elements
+    assert chunks(128, 48, 768 * 8 * 50) == [(0, 54), (54, 108), (108, 128)]  # BASE pos conv
+    assert chunks(128, 48, 768 * 8 * 500)[0] == (0, 11)  # long input: >= 512 (c, k) pairs per GEMM
 
 
 def test_input_without_grad_skips_dx_and_no_grad_saves_nothing():

@@ -1,10 +1,8 @@
 """Gradient checks of conv1d and weight_norm: strides, dilation, groups, odd lengths, a batch of 1, one input
 channel, transposed (non-contiguous) inputs, the positional convolution's even kernel with "SamePad" (drop the
 last output frame), and the paths that large sizes take (batch-major GEMMs, taps in chunks), forced on."""
-import contextlib
-
 from .. import ops
-from ..ops import conv as conv_ops
+from ..ops import fast
 from ..ops.conv import conv1d, weight_norm
 from . import Case
 
@@ -27,23 +25,14 @@ def same_pad(y):
     return ops.getitem(y, (slice(None), slice(None), slice(None, -1)))
 
 
-@contextlib.contextmanager
-def forced_path(long=None, min_reduction=None):
-    """Force conv1d's large-size code paths at the small sizes of a check: ``long=1`` takes the batch-major
-    GEMMs (NumPy, long outputs); ``min_reduction=m`` splits the taps into chunks of ceil(m / Cg) taps."""
-    saved = conv_ops._LONG, conv_ops._CHUNK, conv_ops._MIN_REDUCTION
-    if long is not None:
-        conv_ops._LONG = long
+def forced(x, w, b, batch_major=False, min_reduction=None, **kw):
+    """conv1d with its large-size code paths forced on at the small sizes of a check (the tuned Conv1d's backward
+    takes the paths of its forward): ``batch_major`` the batch-major GEMMs (NumPy), ``min_reduction=m`` the taps
+    in chunks of ceil(m / Cg). The reference Conv1d has no such paths."""
+    knobs = dict(conv_layout="batch_major") if batch_major else {}
     if min_reduction is not None:
-        conv_ops._CHUNK, conv_ops._MIN_REDUCTION = 1, min_reduction
-    try:
-        yield
-    finally:
-        conv_ops._LONG, conv_ops._CHUNK, conv_ops._MIN_REDUCTION = saved
-
-
-def forced(x, w, b, long=None, min_reduction=None, **kw):
-    with forced_path(long, min_reduction):
+        knobs.update(conv_chunk_elements=1, conv_min_reduction=min_reduction)
+    with fast.tuning(**knobs):
         return conv1d(x, w, b, **kw)
 
 
@@ -70,14 +59,14 @@ add("conv1d", "(2,3,5)*(4,3,2) p=3 > kernel span", lambda x, w, b: conv1d(x, w, 
     inputs((2, 3, 5), (4, 3, 2), (4,)))
 add("conv1d", "(2,3,10)*(2,3,3) 'same' d=2", lambda x, w: conv1d(x, w, padding="same", dilation=2),
     inputs((2, 3, 10), (2, 3, 3)))
-add("conv1d", "(3,4,13)*(4,2,3) s=2 g=2 batch-major GEMMs", lambda x, w, b: forced(x, w, b, 1, stride=2, groups=2),
+add("conv1d", "(3,4,13)*(4,2,3) s=2 g=2 batch-major GEMMs", lambda x, w, b: forced(x, w, b, True, stride=2, groups=2),
     inputs((3, 4, 13), (4, 2, 3), (4,)))
-add("conv1d", "(2,2,9)*(3,2,2) s=2 d=3 batch-major, CgK>T'", lambda x, w, b: forced(x, w, b, 1, stride=2, dilation=3),
-    inputs((2, 2, 9), (3, 2, 2), (3,)))
+add("conv1d", "(2,2,9)*(3,2,2) s=2 d=3 batch-major, CgK>T'",
+    lambda x, w, b: forced(x, w, b, True, stride=2, dilation=3), inputs((2, 2, 9), (3, 2, 2), (3,)))
 add("conv1d", "(2,4,6)*(4,2,5) p=2 g=2 taps in chunks 2+2+1, SamePad",
     lambda x, w, b: same_pad(forced(x, w, b, min_reduction=4, padding=2, groups=2)), inputs((2, 4, 6), (4, 2, 5), (4,)))
 add("conv1d", "(2,3,11)*(4,3,3) s=2 d=2 one chunk per tap, batch-major",
-    lambda x, w, b: forced(x, w, b, 1, 1, stride=2, dilation=2), inputs((2, 3, 11), (4, 3, 3), (4,)))
+    lambda x, w, b: forced(x, w, b, True, 1, stride=2, dilation=2), inputs((2, 3, 11), (4, 3, 3), (4,)))
 
 add("weight_norm", "v(4,3,5) g(1,1,5) dim=2", lambda v, g: weight_norm(v, g, 2), inputs((4, 3, 5), (1, 1, 5)))
 add("weight_norm", "v(5,3,2) g(5,1,1) dim=0", lambda v, g: weight_norm(v, g, 0), inputs((5, 3, 2), (5, 1, 1)))
