@@ -108,7 +108,7 @@ def test_contrastive_loss_matches_transformers(name):
     loss_t, logits_t, leaves = transformers_contrastive(torch, pred, tgt, neg, mask, tau)
     loss_t.backward()
     ins = [t64(a) for a in (pred, tgt, neg)]
-    loss, acc = F.contrastive_loss(*ins, tau, mask_time_indices=mask, return_accuracy=True)
+    loss, acc, identical = F.contrastive_loss(*ins, tau, mask_time_indices=mask, return_metrics=True)
     loss.backward()
     np.testing.assert_allclose(float(loss.data), loss_t.item(), rtol=1e-12)
     for ours, theirs in zip(ins, leaves):
@@ -258,7 +258,7 @@ def test_float32_on_device_equals_cpu(device):
     results = []
     for dev in ("cpu", device):
         x, y, n, lg = (tw.tensor(a, requires_grad=True, device=dev) for a in arrays)
-        loss, acc = F.contrastive_loss(x, y, n, 0.1, mask, return_accuracy=True)  # host mask: moved by the op
+        loss, acc, same = F.contrastive_loss(x, y, n, 0.1, mask, return_metrics=True)  # host mask: moved by the op
         cos = F.cosine_similarity(x, n)
         probs = ops.softmax(lg.reshape(B * T, G, V), -1)
         div = F.diversity_loss(probs, G, V, mask)
@@ -266,7 +266,7 @@ def test_float32_on_device_equals_cpu(device):
         total = loss + (cos * cos).sum() + div + pen
         assert total.device == backend.normalize_device(dev) and total.dtype == np.float32
         total.backward()
-        results.append([loss.numpy(), acc.numpy(), cos.numpy(), div.numpy(), pen.numpy()] +
+        results.append([loss.numpy(), acc.numpy(), same.numpy(), cos.numpy(), div.numpy(), pen.numpy()] +
                        [backend.to_numpy(t.grad) for t in (x, y, n, lg)])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-5)
@@ -290,10 +290,18 @@ def test_equal_logits_give_log_of_candidate_count_and_zero_accuracy():
     K = 100
     v = np.ones((1, 3, 4))
     negs = np.broadcast_to(2 * v, (K, 1, 3, 4)).copy()  # same direction: every cosine is 1
-    loss, acc = F.contrastive_loss(t64(v, False), t64(v, False), t64(negs, False), 0.1,
-                                   neg_is_pos=np.zeros((K, 1, 3), bool), reduction="mean", return_accuracy=True)
+    loss, acc, _ = F.contrastive_loss(t64(v, False), t64(v, False), t64(negs, False), 0.1,
+                                      neg_is_pos=np.zeros((K, 1, 3), bool), reduction="mean", return_metrics=True)
     np.testing.assert_allclose(float(loss.data), np.log(K + 1), rtol=1e-12)  # log2(101) = 6.658 bits: "stuck"
     assert float(acc.data) == 0.0
+
+
+def test_the_loss_counts_the_masked_frames_negatives_that_equal_their_positive():
+    rng = np.random.default_rng(9)
+    pred, tgt, neg, _ = contrastive_data(rng, 1, 3, 4, 3, duplicates=[(0, 0, 0), (2, 0, 0), (1, 0, 2)])
+    mask = np.array([[True, True, False]])
+    _, _, identical = F.contrastive_loss(*(t64(a) for a in (pred, tgt, neg)), 0.1, mask, return_metrics=True)
+    assert int(identical.data) == 2 and not identical.requires_grad   # frame 2's duplicate is not masked
 
 
 def test_diversity_loss_extremes():

@@ -68,6 +68,14 @@ def default_generator() -> np.random.Generator:
     return _rng
 
 
+def _fill(param, values) -> None:
+    """Write values (drawn on the host or on a device) into a parameter, keeping its dtype and device."""
+    if not backend.is_array(values):
+        values = np.asarray(values)
+    values = values if values.dtype == param.dtype else values.astype(param.dtype)
+    param.data = backend.to_device(values, param.device)
+
+
 def _uniform(rng, bound: float, shape) -> np.ndarray:
     """U(-bound, bound) of ``shape`` drawn from ``rng`` (or the module default), float64 on the host."""
     return (rng if rng is not None else _rng).uniform(-bound, bound, size=shape)
@@ -600,18 +608,28 @@ class Linear(Module):
     """y = x W^T + b. ``weight`` (out_features, in_features), ``bias`` (out_features) as in torch.
 
     Default init (torch's distribution): W and b ~ U(-1/sqrt(in_features), 1/sqrt(in_features)); torch's
-    kaiming_uniform_(a=sqrt(5)) has exactly this bound for W.
+    kaiming_uniform_(a=sqrt(5)) has exactly this bound for W. ``init=False`` leaves zeros for an owner that
+    initialises the layer itself (``reset_parameters(rng)`` draws the default later).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None, device=None, dtype=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None, device=None, dtype=None,
+                 init: bool = True):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
-        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
-        self.weight = Parameter(_uniform(rng, bound, (out_features, in_features)), dtype=dtype, device=device)
+        self.weight = Parameter(np.zeros((out_features, in_features)), dtype=dtype, device=device)
         if bias:
-            self.bias = Parameter(_uniform(rng, bound, (out_features,)), dtype=dtype, device=device)
+            self.bias = Parameter(np.zeros(out_features), dtype=dtype, device=device)
         else:
             self.register_parameter("bias", None)
+        if init:
+            self.reset_parameters(rng)
+
+    def reset_parameters(self, rng=None) -> None:
+        """W, b ~ U(-1/sqrt(in_features), 1/sqrt(in_features)), drawn from ``rng`` (or the module default)."""
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+        _fill(self.weight, _uniform(rng, bound, self.weight.shape))
+        if self.bias is not None:
+            _fill(self.bias, _uniform(rng, bound, self.bias.shape))
 
     def forward(self, x):
         return _F().linear(x, self.weight, self.bias)
@@ -641,6 +659,13 @@ class LayerNorm(Module):
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
 
+    def reset_parameters(self, rng=None) -> None:
+        """weight = 1, bias = 0."""
+        if self.weight is not None:
+            _fill(self.weight, np.ones(self.weight.shape))
+        if self.bias is not None:
+            _fill(self.bias, np.zeros(self.bias.shape))
+
     def forward(self, x):
         return _F().layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
@@ -666,6 +691,8 @@ class GroupNorm(Module):
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
 
+    reset_parameters = LayerNorm.reset_parameters
+
     def forward(self, x):
         return _F().group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
 
@@ -680,7 +707,8 @@ class Conv1d(Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding=0,
-                 dilation: int = 1, groups: int = 1, bias: bool = True, rng=None, device=None, dtype=None):
+                 dilation: int = 1, groups: int = 1, bias: bool = True, rng=None, device=None, dtype=None,
+                 init: bool = True):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible "
@@ -689,14 +717,22 @@ class Conv1d(Module):
             (kernel_size,) = kernel_size
         self.in_channels, self.out_channels, self.kernel_size = int(in_channels), int(out_channels), int(kernel_size)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, int(groups)
-        fan_in = in_channels // groups * kernel_size
-        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-        self.weight = Parameter(_uniform(rng, bound, (out_channels, in_channels // groups, kernel_size)),
-                                dtype=dtype, device=device)
+        self.weight = Parameter(np.zeros((out_channels, in_channels // groups, kernel_size)), dtype=dtype,
+                                device=device)
         if bias:
-            self.bias = Parameter(_uniform(rng, bound, (out_channels,)), dtype=dtype, device=device)
+            self.bias = Parameter(np.zeros(out_channels), dtype=dtype, device=device)
         else:
             self.register_parameter("bias", None)
+        if init:
+            self.reset_parameters(rng)
+
+    def reset_parameters(self, rng=None) -> None:
+        """W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in/groups * K, drawn from ``rng`` (or the default)."""
+        fan_in = self.in_channels // self.groups * self.kernel_size
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        _fill(self.weight, _uniform(rng, bound, self.weight.shape))
+        if self.bias is not None:
+            _fill(self.bias, _uniform(rng, bound, self.bias.shape))
 
     def forward(self, x):
         return _F().conv1d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
@@ -712,8 +748,9 @@ class Dropout(Module):
 
     Randomness: ``forward(x, mask=None, generator=None)``; an explicit ``mask`` (boolean keep-mask shaped like
     ``x``, on its device) makes the call reproducible; otherwise the mask is drawn from ``generator``, else from
-    ``self.generator`` (set it to ``tinyw2v2.backend.default_rng(seed, device)``), else from
-    ``F.dropout``'s own default. In eval mode, or with p = 0, ``x`` is returned unchanged (the mask is ignored).
+    ``self.generator`` (a ``tinyw2v2.backend.default_rng(seed, device)``, or a function returning one: a model
+    passes its own, so that reseeding or moving the model reaches every dropout), else from ``F.dropout``'s own
+    default. In eval mode, or with p = 0, ``x`` is returned unchanged (the mask is ignored).
     """
 
     def __init__(self, p: float = 0.5, generator=None):
@@ -726,8 +763,9 @@ class Dropout(Module):
     def forward(self, x, mask=None, generator=None):
         if not self.training or self.p == 0.0:
             return x
-        return _F().dropout(x, self.p, training=True, mask=mask,
-                            generator=generator if generator is not None else self.generator)
+        if generator is None:
+            generator = self.generator() if callable(self.generator) else self.generator
+        return _F().dropout(x, self.p, training=True, mask=mask, generator=generator)
 
     def extra_repr(self):
         return f"p={self.p}"

@@ -56,6 +56,8 @@ class Function:
     Subclasses implement
         ``forward(self, *arrays, **params) -> array``: works on raw arrays, stores what backward needs
             with ``self.save_for_backward(...)`` (a no-op when no gradient is needed) or as attributes;
+            it may return ``(output, *metrics)``: ``apply`` then returns ``(Tensor, *metric Tensors)``, the
+            metrics (an accuracy, a count) computed on the way and not differentiated;
         ``backward(self, grad) -> gradient or tuple of gradients``: raw arrays, one per input (``None``
             where ``self.needs_input_grad[i]`` is False). Gradients may be broadcast: the engine reduces them.
     Call through ``MyFunction.apply(*inputs, **params)``.
@@ -83,13 +85,14 @@ class Function:
         fn.needs_input_grad = tuple(grad_enabled and t is not None and t.requires_grad for t in tensors)
         fn._recording = any(fn.needs_input_grad)
         out = fn.forward(*(None if t is None else t.data for t in tensors), **params)
-        if isinstance(out, np.generic):  # NumPy reductions return scalars; keep 0-d arrays
-            out = np.asarray(out)
-        result = Tensor(out, requires_grad=fn._recording, _copy=False)
+        aux = ()
+        if isinstance(out, tuple):  # (output, *metrics): the metrics are returned too, without gradient
+            out, aux = out[0], tuple(Tensor(_array(a), _copy=False) for a in out[1:])
+        result = Tensor(_array(out), requires_grad=fn._recording, _copy=False)
         if fn._recording:
             fn.inputs = tensors
             result._ctx = fn
-        return result
+        return (result, *aux) if aux else result
 
     def forward(self, *arrays, **params):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -99,6 +102,11 @@ class Function:
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
+
+
+def _array(a):
+    """NumPy reductions return scalars: keep 0-d arrays."""
+    return np.asarray(a) if isinstance(a, np.generic) else a
 
 
 def _constant(value, ref) -> "Tensor":

@@ -102,10 +102,12 @@ class ContrastiveLoss(Function):
         dl_c = w_n (p_c - [c = 0]),  ds_c = dl_c / tau
         dx   = sum_c ds_c y_c / (nx n_c) - (sum_c ds_c s_c) x / (nx |x|)
         dy_c = ds_c / n_c * (x / nx - s_c y_c / |y_c|)
+    Also returns, without gradient: the accuracy over the masked frames (the positive has the largest logit,
+    and not all logits are equal: fairseq's rule) and the number of masked frames' negatives that equal their
+    positive (the -inf logits), both 0-d arrays on the inputs' device (no host sync).
     """
 
-    def forward(self, x, y0, yk, temperature=0.1, mask=None, neg_is_pos=None, eps=1e-8, reduction="sum",
-                stats=None):
+    def forward(self, x, y0, yk, temperature=0.1, mask=None, neg_is_pos=None, eps=1e-8, reduction="sum"):
         xp = get_array_module(x, y0, yk)
         dt = x.dtype.type
         K, lead, D = yk.shape[0], x.shape[:-1], x.shape[-1]
@@ -127,8 +129,8 @@ class ContrastiveLoss(Function):
         s[0] = xp.einsum("nd,nd->n", x, y0) / (nx * n0)
         s[1:] = xp.einsum("knd,nd->kn", yk, x) / (nx * nk)
         logits = s / dt(temperature)                           # (1+K, N)
-        if neg_is_pos is not None:
-            logits[1:][neg_is_pos.reshape(K, N)] = -np.inf      # duplicates of the positive: never a candidate
+        if neg_is_pos is not None:                             # duplicates of the positive: never a candidate
+            xp.copyto(logits[1:], dt(-np.inf), where=neg_is_pos.reshape(K, N))  # (K, ...) -> (K, N); no host sync
         m = logits.max(axis=0)                                 # (N,), finite: l_0 is never -inf
         p = logits - m
         xp.exp(p, out=p)                                       # exp(l - m), 0 at -inf
@@ -146,11 +148,12 @@ class ContrastiveLoss(Function):
             out = loss_n.reshape(lead)                         # (N,) -> (...)
         else:
             raise ValueError(f"contrastive_loss: reduction must be 'sum', 'mean' or 'none', not {reduction!r}")
-        if stats is not None:  # accuracy: argmax is the positive, and not all logits equal (fairseq's rule)
-            correct = (logits.argmax(axis=0) == 0) & (logits.argmin(axis=0) != 0) & (w > 0)
-            stats["accuracy"] = xp.asarray(correct.sum() / xp.maximum(count, dt(1)), dtype=x.dtype)
+        correct = (logits.argmax(axis=0) == 0) & (logits.argmin(axis=0) != 0) & (w > 0)
+        accuracy = xp.asarray(correct.sum() / xp.maximum(count, dt(1)), dtype=x.dtype)
+        identical = (xp.zeros((), dtype=np.int64) if neg_is_pos is None
+                     else (neg_is_pos.reshape(K, N) & (w > 0)).sum())   # masked frames' duplicate negatives
         self.save_for_backward(x, y0, yk, nx, nx_t, n0, n0_t, nk, nk_t, s, p, w, count)
-        return out
+        return out, accuracy, identical
 
     def backward(self, g):
         x, y0, yk, nx, nx_t, n0, n0_t, nk, nk_t, s, p, w, count = self.saved_tensors
@@ -189,7 +192,7 @@ class ContrastiveLoss(Function):
 
 
 def contrastive_loss(predictions, targets, negatives, temperature, mask_time_indices=None, neg_is_pos=None,
-                     reduction="sum", eps=1e-8, return_accuracy=False):
+                     reduction="sum", eps=1e-8, return_metrics=False):
     """wav2vec 2.0's contrastive (InfoNCE) loss, as transformers' ``Wav2Vec2ForPreTraining`` computes it.
 
     predictions (B, T, D) (``project_hid`` output), targets (B, T, D) (``project_q`` of the quantised
@@ -200,8 +203,9 @@ def contrastive_loss(predictions, targets, negatives, temperature, mask_time_ind
     with target index 0, summed over the frames where ``mask_time_indices`` (B, T) is True (all frames when
     None), like ``F.cross_entropy(logits, target, reduction="sum")`` with target -100 at unmasked frames.
     reduction: "sum" (default), "mean" (over masked frames) or "none" ((B, T), 0 at unmasked frames).
-    return_accuracy: also return a 0-d Tensor (no gradient, no host sync): the fraction of masked frames
-    whose positive has the largest logit, not counting frames where all logits are equal (fairseq's rule).
+    return_metrics: return (loss, accuracy, negatives_identical), the two metrics 0-d Tensors without gradient
+    and without a host sync: the fraction of masked frames whose positive has the largest logit, not counting
+    frames where all logits are equal (fairseq's rule), and how many of their negatives equal the positive.
     """
     ref = _data(predictions)
     mask = None if mask_time_indices is None else _on_device_of(mask_time_indices, ref)
@@ -209,12 +213,10 @@ def contrastive_loss(predictions, targets, negatives, temperature, mask_time_ind
         neg_is_pos = duplicates_of_positive(_data(targets), _data(negatives))
     else:
         neg_is_pos = _on_device_of(neg_is_pos, ref)
-    stats = {} if return_accuracy else None
-    loss = ContrastiveLoss.apply(predictions, targets, negatives, temperature=float(temperature), mask=mask,
-                                 neg_is_pos=neg_is_pos, eps=float(eps), reduction=reduction, stats=stats)
-    if return_accuracy:
-        return loss, Tensor(stats["accuracy"], _copy=False)
-    return loss
+    loss, accuracy, identical = ContrastiveLoss.apply(predictions, targets, negatives, temperature=float(temperature),
+                                                      mask=mask, neg_is_pos=neg_is_pos, eps=float(eps),
+                                                      reduction=reduction)
+    return (loss, accuracy, identical) if return_metrics else loss
 
 
 def duplicates_of_positive(targets, negatives):

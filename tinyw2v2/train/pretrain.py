@@ -188,20 +188,6 @@ def make_eval_set(waves, config: Wav2Vec2Config, max_utterances: int | None = No
 # metrics
 
 
-def negatives_identical(out):
-    """Share of sampled negatives whose quantised target equals the positive's (masked to -inf in the loss),
-    as a 0-d array on the model's device: reading it is left to the caller (a sync point on a GPU)."""
-    q = out.projected_quantized_states.data
-    xp = backend.get_array_module(q)
-    B, T, P = q.shape
-    frames = np.flatnonzero(out.mask_time_indices)
-    neg = out.sampled_negative_indices.reshape(B * T, -1)[frames]          # (N, K) host
-    q_flat = q.reshape(B * T, P)                                           # (B, T, P) -> (B*T, P)
-    pos = q_flat[backend.to_device(frames, backend.device_of(q))]          # (N, P)
-    negs = q_flat[backend.to_device(neg, backend.device_of(q))]            # (N, K, P)
-    return xp.all(negs == pos[:, None, :], axis=-1).mean()
-
-
 def _value(v) -> float:
     """A Python float from a number or a 0-d array on any device (a sync point for a GPU array)."""
     return v.item() if hasattr(v, "item") else float(v)
@@ -265,7 +251,7 @@ def evaluate(model, eval_set: EvalSet) -> dict:
             correct += float(out.accuracy) * n
             loss += float(out.contrastive_loss)
             ppl += float(out.code_perplexity) * n
-            identical += _value(negatives_identical(out)) * n * k
+            identical += float(out.negatives_identical)
             frames += n
             negatives_total += n * k
     model.train(was_training)
@@ -453,24 +439,26 @@ def _pretrain(args: PretrainArgs) -> dict:
     step = start
     while not schedule.finished(step, train_seconds):
         t0 = time.perf_counter()
-        x = sampler(step)
-        model.manual_seed([args.seed, step, 1])
+        x = sampler(step)                                     # (B, L) crops of similar length
+        model.manual_seed([args.seed, step, 1])               # every draw of this step from (seed, step)
         tau = schedule.temperature(step, train_seconds)
         model.set_gumbel_temperature(tau)
         lr = schedule.lr(step, train_seconds)
         opt.set_lr(lr)
-        out = model(x)
+        mask, negatives = model.sample_targets(x.shape[0], model.num_frames(x.shape[1]))  # (B, T), (B, T, K)
+        out = model(x, mask_time_indices=mask, sampled_negative_indices=negatives)
         n = out.num_masked
         loss = out.loss * (1.0 / n)                           # average over masked frames (fairseq)
         loss_value, norm_value = guarded_update(loss, params, opt, args.clip_norm, step, ckpt_path, bar)
         dt = time.perf_counter() - t0
         train_seconds += dt
         step += 1
-        k = out.sampled_negative_indices.shape[-1]
+        k = negatives.shape[-1]
         interval.add({"loss": loss_value, "contrastive_loss": out.contrastive_loss.data.astype(np.float64) / n,  # read when logged
                       "diversity_loss": out.diversity_loss.data.astype(np.float64) / n, "feature_penalty": out.feature_penalty,
                       "accuracy": out.accuracy, "code_perplexity": out.code_perplexity,
-                      "prob_perplexity": out.prob_perplexity, "negatives_identical": negatives_identical(out),
+                      "prob_perplexity": out.prob_perplexity,
+                      "negatives_identical": out.negatives_identical.data.astype(np.float64) / (n * k),
                       "grad_norm": norm_value, "num_masked": n},
                      weights={"accuracy": n, "negatives_identical": n * k}, maxima=("negatives_identical",))
         final = schedule.finished(step, train_seconds)

@@ -33,6 +33,7 @@ from ... import backend
 from ... import functional as F
 from ... import nn
 from ...tensor import Tensor, no_grad
+from . import init
 from .config import Wav2Vec2Config
 from .modeling import Wav2Vec2Model, Wav2Vec2PreTrainedModel, _Output
 
@@ -70,10 +71,16 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         if not 0 <= config.pad_token_id < config.vocab_size:
             raise ValueError(f"the CTC blank is config.pad_token_id = {config.pad_token_id}, which is not an id "
                              f"of the {config.vocab_size}-entry vocabulary")
-        self.wav2vec2 = Wav2Vec2Model(config, _generators=self._gen, _init=False)
-        self.dropout = nn.Dropout(config.final_dropout)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
-        self.init_weights(self._gen.host)
+        self.wav2vec2 = Wav2Vec2Model(config, generators=self.generators, init=False)
+        self.dropout = nn.Dropout(config.final_dropout, generator=self.generators.device_generator)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, init=False)
+        self.reset_parameters(self.generators.host)
+
+    def reset_parameters(self, rng) -> None:
+        """The encoder as in pretraining, then lm_head ~ N(0, initializer_range) with bias 0 (transformers)."""
+        self.wav2vec2.reset_parameters(rng)
+        init.normal_(self.lm_head.weight, rng, self.config.initializer_range)
+        init.constant_(self.lm_head.bias, 0.0)
 
     @property
     def vocab_size(self) -> int:
@@ -114,12 +121,12 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
             raise ValueError("give attention_mask or sample_lengths, not both")
         base = self.wav2vec2(input_values, attention_mask=attention_mask, mask_time_indices=mask_time_indices,
                              output_hidden_states=output_hidden_states)
-        hidden = self.dropout(base.last_hidden_state, generator=self._gen.device)
+        hidden = self.dropout(base.last_hidden_state)
         logits = self.lm_head(hidden)                                          # (B, T, V)
         B, T = logits.shape[0], logits.shape[1]
         L = input_values.shape[-1] if hasattr(input_values, "shape") else np.shape(input_values)[-1]
         if attention_mask is not None:
-            output_lengths = self.wav2vec2._frame_lengths(attention_mask, B, T)
+            output_lengths = self.frame_lengths(attention_mask, B, T)
         elif sample_lengths is not None:
             sl = np.asarray(backend.to_numpy(getattr(sample_lengths, "data", sample_lengths)), dtype=np.int64)
             if sl.shape != (B,) or (sl < 1).any() or (sl > L).any():

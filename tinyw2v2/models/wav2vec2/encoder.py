@@ -24,6 +24,7 @@ import numpy as np
 from ... import functional as F
 from ... import nn, ops
 from ...tensor import Tensor
+from . import init
 
 
 def _dropout_multiplier(generator, shape, p: float, dtype):
@@ -41,13 +42,19 @@ class WeightNormConv1d(nn.Module):
     def __init__(self, channels: int, kernel: int, groups: int):
         super().__init__()
         self.kernel_size, self.groups, self.padding = kernel, groups, kernel // 2
-        fan_in = channels // groups * kernel
-        bound = 1.0 / math.sqrt(fan_in)
-        v = nn.default_generator().uniform(-bound, bound, size=(channels, channels // groups, kernel))
         # registration order = transformers' state-dict order (bias, then the weight-norm pair)
-        self.bias = nn.Parameter(nn.default_generator().uniform(-bound, bound, size=(channels,)))
-        self.weight_g = nn.Parameter(np.sqrt((v * v).sum(axis=(0, 1), keepdims=True)))  # (1, 1, K)
-        self.weight_v = nn.Parameter(v)
+        self.bias = nn.Parameter(np.zeros(channels))
+        self.weight_g = nn.Parameter(np.zeros((1, 1, kernel)))
+        self.weight_v = nn.Parameter(np.zeros((channels, channels // groups, kernel)))
+
+    def reset_parameters(self, rng) -> None:
+        """fairseq's init: v ~ N(0, 2 / sqrt(k D)) (std), g = ||v|| per tap (so the weight equals v), bias 0.
+        transformers intends the same, but its normal_ does not reach the weight-normed parameters."""
+        O, _, K = self.weight_v.shape
+        v = rng.normal(0.0, 2.0 * math.sqrt(1.0 / (K * O)), size=self.weight_v.shape)
+        init._set(self.weight_v, v)
+        init._set(self.weight_g, np.sqrt((v * v).sum(axis=(0, 1), keepdims=True)))  # (O, Cg, K) -> (1, 1, K)
+        init.constant_(self.bias, 0.0)
 
     def extra_repr(self) -> str:
         O, Cg, K = self.weight_v.shape
@@ -69,6 +76,9 @@ class PositionalConvEmbedding(nn.Module):
                                      config.num_conv_pos_embedding_groups)
         self.num_pad_remove = 1 if config.num_conv_pos_embeddings % 2 == 0 else 0
 
+    def reset_parameters(self, rng) -> None:
+        self.conv.reset_parameters(rng)
+
     def forward(self, x: Tensor) -> Tensor:
         T = x.shape[1]
         y = self.conv(x.swapaxes(1, 2))                    # (B, T, D) -> (B, D, T) -> (B, D, T + 1 - K % 2)
@@ -83,14 +93,21 @@ class Attention(nn.Module):
 
     def __init__(self, config, generators):
         super().__init__()
-        self._gen = generators
+        self.generators = generators
         D, H = config.hidden_size, config.num_attention_heads
         self.num_heads, self.head_dim = H, D // H
         self.dropout = float(config.attention_dropout)
-        self.k_proj = nn.Linear(D, D)
-        self.v_proj = nn.Linear(D, D)
-        self.q_proj = nn.Linear(D, D)
-        self.out_proj = nn.Linear(D, D)
+        self.initializer_range = config.initializer_range
+        self.k_proj = nn.Linear(D, D, init=False)
+        self.v_proj = nn.Linear(D, D, init=False)
+        self.q_proj = nn.Linear(D, D, init=False)
+        self.out_proj = nn.Linear(D, D, init=False)
+
+    def reset_parameters(self, rng) -> None:
+        """Every projection N(0, initializer_range), bias 0 (fairseq's init_bert_params, transformers' init)."""
+        for proj in (self.k_proj, self.v_proj, self.q_proj, self.out_proj):
+            init.normal_(proj.weight, rng, self.initializer_range)
+            init.constant_(proj.bias, 0.0)
 
     def forward(self, x: Tensor, attn_mask=None) -> Tensor:
         B, T, D = x.shape
@@ -100,7 +117,7 @@ class Attention(nn.Module):
         v = self.v_proj(x).reshape(B, T, H, Dh).swapaxes(1, 2)  # (B, T, D) -> (B, H, T, Dh)
         drop = None
         if self.training and self.dropout > 0:
-            drop = _dropout_multiplier(self._gen.device, (B, H, T, T), self.dropout, x.dtype)
+            drop = _dropout_multiplier(self.generators.device, (B, H, T, T), self.dropout, x.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_mask=drop)
         y = y.swapaxes(1, 2).reshape(B, T, D)              # (B, H, T, Dh) -> (B, T, H, Dh) -> (B, T, D)
         return self.out_proj(y)
@@ -111,17 +128,21 @@ class FeedForward(nn.Module):
 
     def __init__(self, config, generators):
         super().__init__()
-        self._gen = generators
-        self.intermediate_dropout = nn.Dropout(config.activation_dropout)
-        self.intermediate_dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.output_dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.output_dropout = nn.Dropout(config.hidden_dropout)
+        self.intermediate_dropout = nn.Dropout(config.activation_dropout, generator=generators.device_generator)
+        self.intermediate_dense = nn.Linear(config.hidden_size, config.intermediate_size, init=False)
+        self.output_dense = nn.Linear(config.intermediate_size, config.hidden_size, init=False)
+        self.output_dropout = nn.Dropout(config.hidden_dropout, generator=generators.device_generator)
+        self.initializer_range = config.initializer_range
+
+    def reset_parameters(self, rng) -> None:
+        """Both Linears N(0, initializer_range), bias 0."""
+        for dense in (self.intermediate_dense, self.output_dense):
+            init.normal_(dense.weight, rng, self.initializer_range)
+            init.constant_(dense.bias, 0.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.gelu(self.intermediate_dense(x))
-        h = self.intermediate_dropout(h, generator=self._gen.device)
-        h = self.output_dense(h)
-        return self.output_dropout(h, generator=self._gen.device)
+        h = self.intermediate_dropout(F.gelu(self.intermediate_dense(x)))
+        return self.output_dropout(self.output_dense(h))
 
 
 class EncoderLayer(nn.Module):
@@ -129,20 +150,24 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, config, generators, pre_ln: bool):
         super().__init__()
-        self._gen = generators
         self.pre_ln = pre_ln
         self.attention = Attention(config, generators)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = nn.Dropout(config.hidden_dropout, generator=generators.device_generator)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.feed_forward = FeedForward(config, generators)
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
+    def reset_parameters(self, rng) -> None:
+        self.attention.reset_parameters(rng)
+        self.layer_norm.reset_parameters()
+        self.feed_forward.reset_parameters(rng)
+        self.final_layer_norm.reset_parameters()
+
     def forward(self, x: Tensor, attn_mask=None) -> Tensor:
-        g = self._gen.device
         if self.pre_ln:
-            x = x + self.dropout(self.attention(self.layer_norm(x), attn_mask), generator=g)
+            x = x + self.dropout(self.attention(self.layer_norm(x), attn_mask))
             return x + self.feed_forward(self.final_layer_norm(x))
-        x = self.layer_norm(x + self.dropout(self.attention(x, attn_mask), generator=g))
+        x = self.layer_norm(x + self.dropout(self.attention(x, attn_mask)))
         return self.final_layer_norm(x + self.feed_forward(x))
 
 
@@ -156,14 +181,20 @@ class Encoder(nn.Module):
 
     def __init__(self, config, generators):
         super().__init__()
-        self._gen = generators
+        self.generators = generators
         self.pre_ln = bool(config.do_stable_layer_norm)
         self.layerdrop = float(config.layerdrop)
         self.pos_conv_embed = PositionalConvEmbedding(config)
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = nn.Dropout(config.hidden_dropout, generator=generators.device_generator)
         self.layers = nn.ModuleList([EncoderLayer(config, generators, self.pre_ln)
                                      for _ in range(config.num_hidden_layers)])
+
+    def reset_parameters(self, rng) -> None:
+        self.pos_conv_embed.reset_parameters(rng)
+        self.layer_norm.reset_parameters()
+        for layer in self.layers:
+            layer.reset_parameters(rng)
 
     def forward(self, x: Tensor, frame_mask=None, output_hidden_states: bool = False):
         attn_mask = None
@@ -174,11 +205,11 @@ class Encoder(nn.Module):
         x = x + self.pos_conv_embed(x)
         if not self.pre_ln:
             x = self.layer_norm(x)
-        x = self.dropout(x, generator=self._gen.device)
+        x = self.dropout(x)
         hidden_states = [x] if output_hidden_states else None
         skip = np.zeros(len(self.layers), dtype=bool)
         if self.training and self.layerdrop > 0:
-            skip = self._gen.host.random(len(self.layers)) < self.layerdrop
+            skip = self.generators.host.random(len(self.layers)) < self.layerdrop
         for layer, skipped in zip(self.layers, skip):
             if skipped:
                 continue

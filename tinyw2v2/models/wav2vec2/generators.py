@@ -33,6 +33,11 @@ class Generators:
         self.device_name = device
         return self
 
+    def device_generator(self):
+        """The current device generator. Modules keep this method (``nn.Dropout(p, generator=...)``), so that a
+        reseed or a move to another device reaches every one of them."""
+        return self.device
+
     def reseed(self, seed) -> "Generators":
         """Restart both streams from ``seed``."""
         self.__init__(seed, self.device_name)

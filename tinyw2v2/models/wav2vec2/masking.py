@@ -146,3 +146,24 @@ def sample_negative_indices(shape, num_negatives: int, mask_time_indices=None, r
     frames = positions[rows[:, None], j]                               # (N, K) absolute frame index
     out[rows, cols] = frames + rows[:, None] * seq_len
     return out
+
+
+def sample_pretraining_targets(config, shape, rng, lengths=None):
+    """The random part of one pretraining step, drawn on the host: (mask (B, T) bool, negatives (B, T, K) int64).
+
+    The span mask uses the config's ``mask_time_prob``, ``mask_time_length``, ``mask_time_min_masks`` and
+    ``mask_time_require_same_masks``; every masked frame gets ``num_negatives`` indices of other masked frames of
+    its utterance (flat b*T + t, transformers' convention). ``lengths`` (B,): valid frames per row, or None.
+    The training loop calls this (as transformers' data collator does) and passes both to the model's forward;
+    the forward calls it itself when they are not given.
+    """
+    mask = sample_time_mask(config, shape, rng, lengths)
+    return mask, sample_negative_indices(shape, config.num_negatives, mask, rng)
+
+
+def sample_time_mask(config, shape, rng, lengths=None) -> np.ndarray:
+    """The span mask (B, T) bool with the config's settings (mask_time_prob, _length, _min_masks,
+    _require_same_masks), drawn from ``rng`` on the host."""
+    c = config
+    return compute_mask_indices(shape, c.mask_time_prob, c.mask_time_length, min_masks=c.mask_time_min_masks,
+                                lengths=lengths, require_same_masks=c.mask_time_require_same_masks, rng=rng)

@@ -16,24 +16,46 @@ Perplexities (all over the masked frames when a mask is given, else over all fra
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ... import backend
 from ... import functional as F
 from ... import nn
 from ...tensor import Tensor, no_grad
+from . import init
+
+
+class QuantizedFeatures(NamedTuple):
+    codevectors: Tensor           # (B, T, d): per frame, the chosen codeword of each group, concatenated
+    perplexity: Tensor            # the one in the diversity loss: prob_perplexity in training, code_perplexity in eval
+    code_perplexity: Tensor       # 0-d, no gradient: of the hard codes (masked frames)
+    prob_perplexity: Tensor       # 0-d, no gradient: of the soft probabilities (training only, else None)
 
 
 class GumbelVectorQuantizer(nn.Module):
     def __init__(self, config, generators):
         super().__init__()
-        self._gen = generators
+        self.generators = generators
         self.num_groups = config.num_codevector_groups
         self.num_vars = config.num_codevectors_per_group
         G, V = self.num_groups, self.num_vars
         self.codevectors = nn.Parameter(np.zeros((1, G * V, config.codevector_dim // G)))
-        self.weight_proj = nn.Linear(config.conv_dim[-1], G * V)
+        self.weight_proj = nn.Linear(config.conv_dim[-1], G * V, init=False)
         self.temperature = float(config.max_gumbel_temperature)
+        self.weight_std, self.codevector_init = config.quantizer_weight_std, config.codevector_init
+
+    def reset_parameters(self, rng) -> None:
+        """weight_proj ~ N(0, 1) with bias 0, codevectors ~ U[0, 1) (fairseq and transformers; ``quantizer_weight_std``
+        and ``codevector_init="normal"`` change them). With N(0, 1) weights on LayerNormed features the logits have a
+        standard deviation of sqrt(C): the choice is nearly hard from the start (docs/results.md measures both)."""
+        init.normal_(self.weight_proj.weight, rng, self.weight_std)
+        init.constant_(self.weight_proj.bias, 0.0)
+        if self.codevector_init == "normal":
+            init.normal_(self.codevectors, rng, 1.0)
+        else:
+            init.uniform_(self.codevectors, rng, 0.0, 1.0)
 
     def extra_repr(self) -> str:
         return f"groups={self.num_groups}, vars={self.num_vars}, temperature={self.temperature:g}"
@@ -42,15 +64,14 @@ class GumbelVectorQuantizer(nn.Module):
         """features (B, T, C); mask (B, T) bool on the device or None; gumbel_noise: (B, T, G, V) or any
         array holding B*T*G*V values (transformers' draw order), used instead of fresh noise in training.
 
-        Returns (quantised (B, T, d), perplexity, stats) where stats holds prob_perplexity and
-        code_perplexity (0-d Tensors without gradient; prob_perplexity only in training).
+        Returns ``QuantizedFeatures(codevectors (B, T, d), perplexity, code_perplexity, prob_perplexity)``.
         """
         B, T, _ = features.shape
         G, V = self.num_groups, self.num_vars
         N = B * T
         logits = self.weight_proj(features)                       # (B, T, G*V)
         flat = logits.reshape(N * G, V)                           # (B, T, G*V) -> (B*T*G, V)
-        stats = {}
+        prob_ppl = None
         if self.training:
             noise = None
             if gumbel_noise is not None:
@@ -58,10 +79,10 @@ class GumbelVectorQuantizer(nn.Module):
                 noise = backend.to_device(noise, features.device).astype(flat.dtype)
                 noise = noise.reshape(N * G, V)                   # (..) -> (B*T*G, V)
             probs = F.gumbel_softmax(flat, tau=self.temperature, hard=True, noise=noise,
-                                     generator=self._gen.device)  # (B*T*G, V) one-hot
+                                     generator=self.generators.device)  # (B*T*G, V) one-hot
             soft = F.softmax(logits.reshape(N, G, V), axis=-1)    # (B, T, G*V) -> (B*T, G, V)
             perplexity = F.codevector_perplexity(soft, G, V, mask=_flat_mask(mask, N))
-            stats["prob_perplexity"] = perplexity.detach()
+            prob_ppl = perplexity.detach()
             codes = probs.data
         else:
             xp = flat.xp
@@ -72,11 +93,10 @@ class GumbelVectorQuantizer(nn.Module):
         with no_grad():
             code_ppl = F.codevector_perplexity(Tensor(codes, _copy=False).reshape(N, G, V), G, V,  # (B*T, G, V)
                                                mask=_flat_mask(mask, N))
-        stats["code_perplexity"] = code_ppl
         if perplexity is None:
             perplexity = code_ppl
         quantised = F.codevector_lookup(probs.reshape(N, G * V), self.codevectors, G)  # (B*T*G, V) -> (B*T, G*V)
-        return quantised.reshape(B, T, -1), perplexity, stats    # (B*T, d) -> (B, T, d)
+        return QuantizedFeatures(quantised.reshape(B, T, -1), perplexity, code_ppl, prob_ppl)  # (B*T, d) -> (B, T, d)
 
 
 def _flat_mask(mask, n):
