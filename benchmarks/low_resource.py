@@ -77,7 +77,7 @@ def _finetune_one(name: str, kwargs: dict) -> dict:
     """One fine-tuning (in a worker process under --jobs): the figures the table needs."""
     from tinyw2v2.train.finetune import FinetuneArgs, finetune
 
-    print(f"\n=== {name}: {kwargs['max_minutes']:g} min of training ===", flush=True)
+    print(f"\n=== {name}: {kwargs['minutes']:g} min of training ===", flush=True)
     t0 = time.perf_counter()
     r = finetune(FinetuneArgs(**kwargs))
     cer = r["metrics"].get("eval_cer", float("nan"))
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     from tinyw2v2.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
     from tinyw2v2 import optim
     from tinyw2v2.text import Vocabulary
-    from tinyw2v2.train.checkpoint import read_checkpoint, save_checkpoint
+    from tinyw2v2.io import read_checkpoint, save_checkpoint
     from tinyw2v2.train.evaluate import evaluate_utterances, load_ctc_model, load_labelled_utterances
     from tinyw2v2.train.finetune import read_metrics
     from tinyw2v2.data import AudioDataset
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
 
     overrides = _parse_overrides(a.set)
     common = dict(data=str(corpus / "train"), eval_data=str(corpus / "test"), vocab=str(out / "vocab"),
-                  overrides=overrides, steps=10 ** 9, max_minutes=a.minutes, eval_every=0,
+                  overrides=overrides, steps=10 ** 9, minutes=a.minutes, eval_every=0,
                   eval_every_seconds=eval_every, eval_utterances=a.eval_utterances, checkpoint_every=10 ** 9,
                   subset_seed=a.subset_seed, seed=a.seed, progress=a.progress, log_every=25)
     lr = {} if a.lr is None else {"lr": a.lr}

@@ -19,7 +19,7 @@ from tinyw2v2.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from tinyw2v2.models.wav2vec2.ctc import VocabularyMismatchError, Wav2Vec2ForCTC, pack_labels
 from tinyw2v2.text import (UNK_CHAR, EncodeStats, Vocabulary, VocabularyError, ctc_min_frames, error_rates,
                            pad_labels)
-from tinyw2v2.train.checkpoint import save_checkpoint
+from tinyw2v2.io import save_checkpoint
 
 SMALL = dict(
     conv_dim=(16, 16, 16), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2), hidden_size=32, num_hidden_layers=2,

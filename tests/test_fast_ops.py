@@ -52,7 +52,11 @@ def test_the_switch_is_scoped_and_public():
             assert not reference_ops_enabled()
         assert reference_ops_enabled()
     assert not reference_ops_enabled()
-    assert pick("reference", "fast") == "fast" and pick("reference") == "reference"
+    from tinyw2v2.ops import activation, contrastive
+
+    assert pick(activation.Gelu) is fast.activation.Gelu and pick(contrastive.ContrastiveLoss) is contrastive.ContrastiveLoss
+    with tw.reference_ops():
+        assert pick(activation.Gelu) is activation.Gelu
 
 
 def test_tuning_knobs_are_scoped_and_checked():

@@ -1,6 +1,5 @@
 """CTC fine-tuning end to end on a handful of synthetic utterances: steps, resume, time budget, evaluation,
 transcription, and bad input (unknown characters, transcripts longer than the output, mismatched vocabularies)."""
-import argparse
 import json
 import shutil
 
@@ -12,11 +11,11 @@ from tinyw2v2.data import generate_corpus
 from tinyw2v2.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from tinyw2v2.models.wav2vec2.ctc import Wav2Vec2ForCTC
 from tinyw2v2.text import Vocabulary
-from tinyw2v2.train.checkpoint import save_checkpoint
+from tinyw2v2.io import save_checkpoint
 from tinyw2v2.train.evaluate import EvaluationError, evaluate, load_ctc_model, transcribe
 from tinyw2v2.train.finetune import (FinetuneArgs, LabelledBatches, TrainingError, choose_subset, finetune,
                                      read_metrics)
-from tinyw2v2.train.finetune_cli import add_subcommands
+from tinyw2v2.cli import main as run_cli
 
 SMALL = {"conv_dim": (16,) * 7, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
          "intermediate_size": 64, "num_conv_pos_embeddings": 8, "num_conv_pos_embedding_groups": 2,
@@ -50,13 +49,6 @@ def args_for(corpus, out, **kw):
 
 def strip_time(records):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
-
-
-def run_cli(argv) -> int:
-    parser = argparse.ArgumentParser(prog="tinyw2v2")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.run_fn(args)
 
 
 def test_steps_then_resume_reproduce_the_uninterrupted_run(corpus, tmp_path, pretrained):
@@ -102,7 +94,7 @@ def test_steps_then_resume_reproduce_the_uninterrupted_run(corpus, tmp_path, pre
 
 
 def test_from_scratch_with_freeze_finetune_updates_and_a_time_budget(corpus, tmp_path):
-    result = finetune(args_for(corpus, tmp_path / "scratch", steps=10 ** 6, max_minutes=0.02, freeze_finetune_updates=3,
+    result = finetune(args_for(corpus, tmp_path / "scratch", steps=10 ** 6, minutes=0.02, freeze_finetune_updates=3,
                                log_every=1, eval_every=0, eval_every_seconds=0.4, checkpoint_every=10 ** 6))
     records = read_metrics(tmp_path / "scratch" / "metrics.jsonl")
     steps = [r for r in records if "loss" in r]
@@ -212,7 +204,7 @@ def test_cli_finetune_evaluate_transcribe(corpus, tmp_path, capsys, pretrained):
     args = ["finetune", "--init", str(path), "--data", str(corpus / "train"), "--eval-data", str(corpus / "test"),
             "--labels", "0.5", "--steps", "3", "--batch-seconds", "6", "--out", str(tmp_path / "cli"),
             "--no-progress", "--log-every", "1", "--eval-every", "3", "--eval-utterances", "2",
-            "--mask-time-prob", "0.3", "--phase-ratio", "0.2", "0.3", "0.5"]
+            "--set", "mask_time_prob=0.3", "--phase-ratio", "0.2", "0.3", "0.5"]
     assert run_cli(args) == 0
     out = capsys.readouterr().out
     assert "finetuning.png" in out and "checkpoint:" in out and "6 labelled utterances used" in out

@@ -200,10 +200,45 @@ def test_a_time_budget_ends_the_run_and_the_schedules_with_it(corpus, tmp_path):
     (["--minutes", "0"], "--minutes must be positive"),
     (["--set", "nonexistent_key=1"], "nonexistent_key"),
     (["--set", "hidden_size=130"], "hidden_size 130"),
+    (["--set", "hidden_size"], "KEY=VALUE"),
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--data", "/nonexistent/audio"], "/nonexistent/audio"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_pretrain_options_end_in_one_clear_line(corpus, tmp_path, capsys, argv, message):
     base = ["pretrain", "--data", str(corpus / "train"), "--eval-data", str(corpus / "test"), "--out",
             str(tmp_path / "bad"), "--no-progress"]
+    argv = argv if argv[0] != "--data" else argv + ["--eval-data", str(corpus / "test")]
     assert main(base + argv) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_cuda_without_a_gpu_is_one_clear_line(corpus, tmp_path, capsys):
+    from tinyw2v2 import backend
+
+    if backend.cuda_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["pretrain", "--data", str(corpus / "train"), "--eval-data", str(corpus / "test"), "--steps", "1",
+                 "--out", str(tmp_path / "gpu"), "--no-progress", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "no GPU is usable here" in err and "--device cpu" in err and err.count("\n") == 1
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_scratch(corpus, tmp_path, capsys):
+    pretrain(args_for(corpus, tmp_path / "fresh", steps=2, resume=True, checkpoint_every=2, eval_every=2))
+    assert "no checkpoint in" in capsys.readouterr().out and (tmp_path / "fresh" / "checkpoint.npz").exists()
+
+
+def test_export_writes_a_transformers_directory(corpus, tmp_path, capsys):
+    from tinyw2v2.models.wav2vec2 import Wav2Vec2ForPreTraining as Model
+
+    pretrain(args_for(corpus, tmp_path / "run", steps=2, checkpoint_every=2, eval_every=2))
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    assert "Wav2Vec2ForPreTraining.from_pretrained" in capsys.readouterr().out
+    loaded = Model.from_pretrained(tmp_path / "hf")
+    ours = nn.load_arrays(tmp_path / "run" / "checkpoint.npz")[0]
+    for name, value in loaded.state_dict().items():
+        np.testing.assert_array_equal(value, ours["model." + name], err_msg=name)
+    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "hf2")]) == 2
+    assert "no checkpoint.npz" in capsys.readouterr().err

@@ -94,13 +94,23 @@ def device_of(a) -> str:
     return "cpu"
 
 
+class DeviceError(RuntimeError):
+    """A device that does not exist or cannot be used here (the message says what to use instead)."""
+
+
+def _no_gpu(device) -> DeviceError:
+    return DeviceError(f"device {device!r} asked for, but no GPU is usable here (install CuPy with the extra "
+                       "matching your CUDA: pip install 'tinyw2v2[cuda12]' or 'tinyw2v2[cuda13]', and check "
+                       "`nvidia-smi`); use --device cpu")
+
+
 def normalize_device(device) -> str:
     device = str(device)
     if device == "cuda":
         return "cuda:0"
-    if device in ("cpu", "emulated") or device.startswith("cuda:"):
+    if device in ("cpu", "emulated") or (device.startswith("cuda:") and device[5:].isdigit()):
         return device
-    raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'emulated'")
+    raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'emulated'")
 
 
 def to_device(a, device):
@@ -114,10 +124,7 @@ def to_device(a, device):
     if device == "emulated":
         return _emulated.DeviceArray(host)
     if not cuda_available():
-        raise RuntimeError(
-            f"device {device!r} asked for, but no GPU is usable here "
-            "(install the extra: pip install 'tinyw2v2[gpu]', and check `nvidia-smi`); use device='cpu'"
-        )
+        raise _no_gpu(device)
     with _cupy.cuda.Device(int(device.split(":")[1])):
         return _cupy.asarray(host)
 
@@ -177,8 +184,8 @@ def sliding_window(x, window: int, step: int, axis: int = -1):
 # erf: exact (SciPy / cupyx) for float64, and a fast rational approximation for float32.
 # Abramowitz & Stegun 7.1.26: |error| <= 1.5e-7 in exact arithmetic, <= 1e-6 evaluated in float32
 # (a few float32 ulps of 1; what matters in GELU's 1 + erf), and it costs one exp.
-_AS_P = 0.3275911
-_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+ERF_AS_P = 0.3275911
+ERF_AS_COEFFICIENTS = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
 def erf(x, exact: bool | None = None):
@@ -200,11 +207,11 @@ def erf(x, exact: bool | None = None):
     dtype = x.dtype
     # in place on fresh temporaries: each step is one pass over memory
     a = xp.abs(x)
-    t = a * dtype.type(_AS_P)
+    t = a * dtype.type(ERF_AS_P)
     t += 1
     xp.reciprocal(t, out=t)                      # t = 1 / (1 + p|x|)
-    poly = t * dtype.type(_AS_A[4])
-    for c in _AS_A[3::-1]:                       # Horner: ((a5 t + a4) t + a3) t ...
+    poly = t * dtype.type(ERF_AS_COEFFICIENTS[4])
+    for c in ERF_AS_COEFFICIENTS[3::-1]:                       # Horner: ((a5 t + a4) t + a3) t ...
         poly += dtype.type(c)
         poly *= t
     a *= a
@@ -236,7 +243,7 @@ def default_rng(seed=None, device="cpu"):
     if device == "emulated":
         return _emulated.Generator(seed)
     if not cuda_available():
-        raise RuntimeError(f"device {device!r}: no usable GPU here; use device='cpu'")
+        raise _no_gpu(device)
     return _cupy.random.default_rng(seed)  # pragma: no cover - GPU only
 
 

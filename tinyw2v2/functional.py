@@ -8,7 +8,7 @@ Each function is one ``Function`` with a hand-written backward; the derivations 
 from .ops.softmax import log_softmax, logsumexp, softmax  # noqa: F401
 from .ops import pad, sigmoid, tanh  # noqa: F401
 
-# --- op families (issue 3): each line imports one family's public functions ---------------------
+# --- the building blocks: each line imports one op family's public functions -------------------
 from .ops.quantize import codevector_lookup, gumbel_noise, gumbel_softmax  # noqa: F401
 from .ops.contrastive import (codevector_perplexity, contrastive_logits, contrastive_loss,  # noqa: F401
                               cosine_similarity, diversity_loss, feature_penalty, grad_scale)

@@ -14,7 +14,6 @@ The maths, the eps placements of torch and fairseq, and the schedules are in doc
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -107,7 +106,7 @@ class Optimizer:
         raise NotImplementedError
 
     # --- state ------------------------------------------------------------------------------------
-    _ARRAY_KEYS: tuple = ()
+    ARRAY_KEYS: tuple = ()
 
     def state_dict(self) -> dict:
         """``{"state": {index: {...}}, "param_groups": [{hyper-parameters, "params": [indices]}], "steps": n}``.
@@ -135,7 +134,7 @@ class Optimizer:
         for i, s in state_dict["state"].items():
             p = params[int(i)]
             s = dict(s)
-            for key in self._ARRAY_KEYS:
+            for key in self.ARRAY_KEYS:
                 a = s[key]
                 a = a.data if isinstance(a, Tensor) else a
                 if tuple(a.shape) != p.shape:
@@ -152,33 +151,20 @@ class Optimizer:
         self.steps = int(state_dict.get("steps", 0))
 
     def save(self, path) -> None:
-        """Write ``state_dict()`` to an .npz file atomically (arrays as ``state.<i>.<key>``, the rest as JSON)."""
-        from .nn import save_arrays
+        """Write ``state_dict()`` to an .npz file atomically (``tinyw2v2.io.flatten_optimizer``)."""
+        from .io import flatten_optimizer, save_arrays
 
-        sd = self.state_dict()
-        arrays, scalars = {}, {}
-        for i, s in sd["state"].items():
-            for key, value in s.items():
-                if key in self._ARRAY_KEYS:
-                    arrays[f"state.{i}.{key}"] = value
-                else:
-                    scalars.setdefault(str(i), {})[key] = value
-        meta = {"type": type(self).__name__, "param_groups": sd["param_groups"], "steps": sd["steps"],
-                "scalars": scalars}
-        save_arrays(path, arrays, json.dumps(meta))
+        arrays, meta = flatten_optimizer(self)
+        save_arrays(path, arrays, meta)
 
     def load(self, path) -> None:
         """Read a file written by ``save`` into this optimizer (whose parameters must match)."""
-        from .nn import CheckpointError, load_arrays
+        from .io import CheckpointError, load_arrays, unflatten_optimizer
 
         arrays, meta = load_arrays(path)
         if not isinstance(meta, dict) or "param_groups" not in meta:
             raise CheckpointError(f"{path!r} is not an optimizer checkpoint (no optimizer metadata)")
-        state = {int(i): dict(s) for i, s in meta["scalars"].items()}
-        for name, a in arrays.items():
-            _, i, key = name.split(".", 2)
-            state.setdefault(int(i), {})[key] = a
-        self.load_state_dict({"state": state, "param_groups": meta["param_groups"], "steps": meta["steps"]})
+        self.load_state_dict(unflatten_optimizer(arrays, meta))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,7 +186,7 @@ class Adam(Optimizer):
     device in its dtype.
     """
 
-    _ARRAY_KEYS = ("exp_avg", "exp_avg_sq")
+    ARRAY_KEYS = ("exp_avg", "exp_avg_sq")
     _decoupled = False
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,

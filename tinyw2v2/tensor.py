@@ -197,23 +197,6 @@ class Tensor:
     def __float__(self):
         return float(self.item())
 
-    def to(self, device=None, dtype=None) -> "Tensor":
-        """Copy to ``device`` and/or cast to ``dtype``; differentiable for dtype casts on one device."""
-        out = self
-        if dtype is not None and np.dtype(dtype) != self.dtype:
-            from .ops.elementwise import Cast
-            out = Cast.apply(out, dtype=np.dtype(dtype))
-        if device is not None and backend.normalize_device(device) != self.device:
-            out = Tensor(backend.to_device(out.data, device), requires_grad=out.requires_grad and out.is_leaf,
-                         _copy=False)
-        return out
-
-    def float(self) -> "Tensor":
-        return self.to(dtype=np.float32)
-
-    def double(self) -> "Tensor":
-        return self.to(dtype=np.float64)
-
     def retain_grad(self) -> "Tensor":
         """Keep ``.grad`` on this non-leaf tensor after backward (for inspecting intermediate gradients)."""
         self._retain_grad = True
@@ -303,125 +286,8 @@ class Tensor:
         order.reverse()
         return order
 
-    # --- Python operators ----------------------------------------------------------------------------
-    def __add__(self, other):
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        return ops.add(other, self)
-
-    def __sub__(self, other):
-        return ops.sub(self, other)
-
-    def __rsub__(self, other):
-        return ops.sub(other, self)
-
-    def __mul__(self, other):
-        return ops.mul(self, other)
-
-    def __rmul__(self, other):
-        return ops.mul(other, self)
-
-    def __truediv__(self, other):
-        return ops.div(self, other)
-
-    def __rtruediv__(self, other):
-        return ops.div(other, self)
-
-    def __neg__(self):
-        return ops.neg(self)
-
-    def __pow__(self, exponent):
-        return ops.pow(self, exponent)
-
-    def __matmul__(self, other):
-        return ops.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return ops.matmul(other, self)
-
-    def __getitem__(self, index):
-        return ops.getitem(self, index)
-
-    # comparisons give plain (non-differentiable) boolean arrays wrapped in a Tensor
-    def _compare(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(op(self.data, other), _copy=False)
-
-    def __lt__(self, other):
-        return self._compare(other, lambda a, b: a < b)
-
-    def __le__(self, other):
-        return self._compare(other, lambda a, b: a <= b)
-
-    def __gt__(self, other):
-        return self._compare(other, lambda a, b: a > b)
-
-    def __ge__(self, other):
-        return self._compare(other, lambda a, b: a >= b)
-
-    __hash__ = object.__hash__
-
-    # --- methods (see tinyw2v2.ops for the maths) -------------------------------------------------------
-    def exp(self):
-        return ops.exp(self)
-
-    def log(self):
-        return ops.log(self)
-
-    def sqrt(self):
-        return ops.sqrt(self)
-
-    def tanh(self):
-        return ops.tanh(self)
-
-    def sigmoid(self):
-        return ops.sigmoid(self)
-
-    def abs(self):
-        return ops.abs(self)
-
-    def clip(self, min=None, max=None):
-        return ops.clip(self, min, max)
-
-    def sum(self, axis=None, keepdims=False):
-        return ops.sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return ops.mean(self, axis, keepdims)
-
-    def max(self, axis=None, keepdims=False):
-        return ops.max(self, axis, keepdims)
-
-    def var(self, axis=None, keepdims=False, ddof=0):
-        return ops.var(self, axis, keepdims, ddof)
-
-    def reshape(self, *shape):
-        return ops.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
-
-    def transpose(self, *axes):
-        return ops.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
-
-    permute = transpose
-
-    def swapaxes(self, a, b):
-        return ops.swapaxes(self, a, b)
-
-    @property
-    def T(self):
-        return ops.transpose(self, None)
-
-    def softmax(self, axis=-1):
-        return ops.softmax(self, axis)
-
-    def log_softmax(self, axis=-1):
-        return ops.log_softmax(self, axis)
-
-    def logsumexp(self, axis=-1, keepdims=False):
-        return ops.logsumexp(self, axis, keepdims)
-
-    def masked_fill(self, mask, value):
-        return ops.masked_fill(self, mask, value)
+    # The operators and the methods that compute (x + y, x @ w, x[i], x.sum(), x.reshape(...), x.to(dtype), ...)
+    # are attached by tinyw2v2/ops/methods.py, one line each onto the op that computes them.
 
 
 def _fit_gradient(fn, inp: Tensor, g):
@@ -441,6 +307,3 @@ def _fit_gradient(fn, inp: Tensor, g):
 def tensor(data, requires_grad=False, dtype=None, device=None) -> Tensor:
     """Make a Tensor (see ``Tensor``)."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
-
-
-from . import ops  # noqa: E402  (ops need Function and Tensor defined first)

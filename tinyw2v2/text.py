@@ -26,7 +26,6 @@ by the reference length, i.e. corpus-level rates, not means of per-utterance rat
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,6 +266,6 @@ def utterance_error_rates(reference: str, hypothesis: str) -> tuple:
 
 
 def _write_json(path: Path, value) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    from .io import write_text
+
+    write_text(path, json.dumps(value, indent=2, ensure_ascii=False) + "\n")

@@ -60,7 +60,7 @@ def gelu(x, approximate="none"):
     """GELU like ``torch.nn.functional.gelu``: approximate="none" (exact erf form) or "tanh"."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-    return pick(Gelu, fast.Gelu).apply(x, approximate=approximate)
+    return pick(Gelu).apply(x, approximate=approximate)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,6 +161,3 @@ def dropout(x, p=0.5, training=True, mask=None, generator=None):
     elif isinstance(mask, Tensor):
         mask = mask.data
     return Dropout.apply(x, mask, p=p)
-
-
-from .fast import activation as fast  # noqa: E402  (the tuned Functions subclass the ones above)

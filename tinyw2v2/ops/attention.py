@@ -30,7 +30,7 @@ from .. import backend
 from ..backend import get_array_module
 from ..tensor import Function, Tensor
 from .dispatch import pick
-from .softmax import _softmax_rows
+from .softmax import softmax_rows
 
 
 class ScaledDotProductAttention(Function):
@@ -58,7 +58,7 @@ class ScaledDotProductAttention(Function):
         s = (q @ k.swapaxes(-1, -2)) * dtype.type(scale)               # (..., Tq, Tk)
         if attn_mask is not None:
             s = xp.where(attn_mask, s, dtype.type(-np.inf))             # masked keys -> -inf
-        p = _softmax_rows(s, -1)                                        # (..., Tq, Tk), 0 on a fully masked row
+        p = softmax_rows(s, -1)                                        # (..., Tq, Tk), 0 on a fully masked row
         if dropout_mask is None:
             mult = None                                                 # M = 1
         elif dropout_mask.dtype == np.bool_:
@@ -119,8 +119,5 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_mask=None, dro
             raise ValueError("a float dropout_mask is the multiplier keep / (1 - p) already: leave dropout_p at 0")
         arrays.append(dropout_mask)
     backend.check_same_device(arrays, "scaled_dot_product_attention")
-    return pick(ScaledDotProductAttention, fast.ScaledDotProductAttention).apply(
+    return pick(ScaledDotProductAttention).apply(
         q, k, v, attn_mask=attn_mask, dropout_mask=dropout_mask, dropout_p=float(dropout_p), scale=scale)
-
-
-from .fast import attention as fast  # noqa: E402  (the tuned Function subclasses the one above)

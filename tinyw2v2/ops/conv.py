@@ -51,7 +51,7 @@ def conv_output_length(T: int, K: int, stride: int = 1, padding: int = 0, dilati
     return (T + 2 * padding - dilation * (K - 1) - 1) // stride + 1
 
 
-def _output_length(x_shape, w_shape, stride, padding, dilation, groups) -> int:
+def check_output_length(x_shape, w_shape, stride, padding, dilation, groups) -> int:
     """T' for x (B, C, T), w (O, Cg, K) and (left, right) padding; ValueError if the shapes do not fit."""
     B, C, T = x_shape
     O, Cg, K = w_shape
@@ -105,7 +105,7 @@ class Conv1d(Function):
         B, C, T = x.shape
         O, Cg, K = w.shape
         G, Og = groups, O // groups
-        T_out = _output_length(x.shape, w.shape, stride, padding, dilation, groups)
+        T_out = check_output_length(x.shape, w.shape, stride, padding, dilation, groups)
         left, right = padding
         xpad = xp.zeros((B, C, left + T + right), dtype=x.dtype)  # (B, C, Tp)
         xpad[:, :, left:left + T] = x
@@ -166,7 +166,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if input.ndim != 3 or weight.ndim != 3:
         raise ValueError(f"conv1d: input must be (B, C, T) and weight (O, C/groups, K), "
                          f"got {tuple(input.shape)} and {tuple(weight.shape)}")
-    return pick(Conv1d, fast.Conv1d).apply(input, weight, bias, stride=stride, padding=pads, dilation=dilation,
+    return pick(Conv1d).apply(input, weight, bias, stride=stride, padding=pads, dilation=dilation,
                                            groups=groups)
 
 
@@ -229,6 +229,3 @@ def weight_norm(v, g, dim=0):
     positional convolution). As in torch, dim=-1 (or None) means one norm over the whole tensor (g of size 1).
     """
     return pick(WeightNorm).apply(v, g, dim=dim)
-
-
-from .fast import conv as fast  # noqa: E402  (the tuned Conv1d subclasses the one above)

@@ -2,10 +2,10 @@
 
 Every op family has a reference ``Function`` in ``tinyw2v2/ops/<family>.py`` whose forward and backward are the
 formulas of its docs page, line for line. Where speed needs more (cache blocks, fused chains, fewer temporaries,
-other GEMM layouts), a tuned ``Function`` of the same name lives in ``tinyw2v2/ops/fast/<family>.py``, and the
-public op chooses between the two with one line::
+other GEMM layouts), a tuned ``Function`` of the same name lives in ``tinyw2v2/ops/fast/<family>.py`` and registers
+itself as the reference's tuned version (``@tuned(reference.LayerNorm)``); the public op chooses with one line::
 
-    return pick(LayerNorm, fast.LayerNorm).apply(x, weight, bias, ...)
+    return pick(LayerNorm).apply(x, weight, bias, ...)
 
 The tuned versions are the default. ``tests/test_fast_ops.py`` proves, for every case of the gradient-check
 catalogue, that both give the same forward and backward in float64; the catalogue itself runs on both.
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 
 _reference = False
+_tuned: dict = {}          # reference Function -> its tuned version (filled by tinyw2v2/ops/fast/)
 
 
 def reference_ops_enabled() -> bool:
@@ -44,6 +45,17 @@ def reference_ops(enabled: bool = True):
         use_reference_ops(previous)
 
 
-def pick(reference, fast=None):
-    """The Function to run: ``fast`` unless the reference ops are switched on (or there is no fast version)."""
-    return reference if _reference or fast is None else fast
+def tuned(reference):
+    """Class decorator of a tuned Function: ``@tuned(norm.LayerNorm) class LayerNorm(norm.LayerNorm): ...`` makes it
+    the version ``pick(norm.LayerNorm)`` runs."""
+    def register(cls):
+        _tuned[reference] = cls
+        return cls
+
+    return register
+
+
+def pick(reference):
+    """The Function to run for ``reference``: its tuned version, unless the reference ops are switched on (or it
+    has none)."""
+    return reference if _reference else _tuned.get(reference, reference)

@@ -122,7 +122,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     C = x.shape[1]
     if C % num_groups:
         raise ValueError(f"group_norm: num_groups={num_groups} does not divide the {C} channels")
-    return pick(GroupNorm, fast.GroupNorm).apply(x, weight, bias, num_groups=num_groups, eps=eps)
+    return pick(GroupNorm).apply(x, weight, bias, num_groups=num_groups, eps=eps)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -133,7 +133,4 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     nshape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if tuple(x.shape[x.ndim - len(nshape):]) != nshape:
         raise ValueError(f"layer_norm: input of shape {tuple(x.shape)} does not end with {nshape}")
-    return pick(LayerNorm, fast.LayerNorm).apply(x, weight, bias, n_axes=len(nshape), eps=eps)
-
-
-from .fast import norm as fast  # noqa: E402  (the tuned Functions subclass the ones above)
+    return pick(LayerNorm).apply(x, weight, bias, n_axes=len(nshape), eps=eps)

@@ -29,7 +29,7 @@ def _shifted_exp_rows(x, axis):
     return m, e, s
 
 
-def _softmax_rows(x, axis):
+def softmax_rows(x, axis):
     """softmax(x)_i = e_i / s along ``axis``; 0 for an all -inf row (e = 0 there, divided by 1 instead of s = 0)."""
     xp = get_array_module(x)
     _, e, s = _shifted_exp_rows(x, axis)
@@ -41,7 +41,7 @@ class Softmax(Function):
 
     def forward(self, x, axis=-1):
         self.axis = axis
-        y = _softmax_rows(x, axis)
+        y = softmax_rows(x, axis)
         self.save_for_backward(y)
         return y
 
@@ -90,15 +90,12 @@ class LogSumExp(Function):
 
 
 def softmax(x, axis=-1):
-    return pick(Softmax, fast.Softmax).apply(x, axis=axis)
+    return pick(Softmax).apply(x, axis=axis)
 
 
 def log_softmax(x, axis=-1):
-    return pick(LogSoftmax, fast.LogSoftmax).apply(x, axis=axis)
+    return pick(LogSoftmax).apply(x, axis=axis)
 
 
 def logsumexp(x, axis=-1, keepdims=False):
-    return pick(LogSumExp, fast.LogSumExp).apply(x, axis=axis, keepdims=keepdims)
-
-
-from .fast import softmax as fast  # noqa: E402  (the tuned Functions subclass the ones above)
+    return pick(LogSumExp).apply(x, axis=axis, keepdims=keepdims)

@@ -17,8 +17,8 @@ from ..analysis import code_phone_scores, cooccurrence, plot_cooccurrence
 from ..data import PHONES, AudioDataset
 from ..models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from ..tensor import Tensor, no_grad
-from .checkpoint import read_checkpoint
-from .pretrain import TrainingError
+from ..io import read_checkpoint
+from .common import TrainingError
 
 
 def frame_codes(model, audio: np.ndarray) -> np.ndarray:

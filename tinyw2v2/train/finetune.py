@@ -18,7 +18,7 @@ One step (fairseq's fine-tuning recipe, at toy scale):
   with ``freeze_finetune_updates = N`` only ``lm_head`` trains during the first N steps.
 - Padding: whole utterances, zero-padded; layer-norm CNNs get the attention mask, group-norm CNNs get no mask
   (transformers' advice) and the CTC frame counts come from the true lengths.
-- Budget: ``steps``, and optionally ``max_minutes`` of training time (evaluation and checkpoint writing not
+- Budget: ``steps``, and optionally ``minutes`` of training time (evaluation and checkpoint writing not
   counted); with a time budget the schedule runs on the fraction of the budget used, max(step / steps,
   seconds / budget), so the learning rate decays to its final value when the budget ends.
 - Every random choice of step s (batch order, masks, dropout, LayerDrop) comes from generators seeded with
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +44,12 @@ from ..data import AudioDataset, collate, make_batches
 from ..models.wav2vec2 import Wav2Vec2Config
 from ..models.wav2vec2.ctc import VocabularyMismatchError, Wav2Vec2ForCTC, vocabulary_mismatch
 from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
-from .checkpoint import read_checkpoint, save_checkpoint
+from ..io import read_checkpoint, save_checkpoint
+from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, guarded_update, read_metrics,
+                     restore_checkpoint)
+from .corpus import prepare_corpus
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
-from .plots import series as _series
-from .pretrain import (SAMPLE_RATE, IntervalMeans, TrainingError, _append, guarded_update, prepare_corpus,
-                       read_metrics, restore_checkpoint)
+from .plots import plot_finetuning
 
 # fairseq-style fine-tuning settings at toy scale (overridable with --set / overrides)
 FINETUNE_CONFIG = dict(
@@ -62,47 +63,49 @@ FINETUNE_CONFIG = dict(
 
 @dataclass
 class FinetuneArgs:
-    init: str | None = None            # pretraining run dir / checkpoint.npz, transformers dir, finetune checkpoint
-    data: str = "synthetic"            # labelled training data: "synthetic", LibriSpeech dir or .tsv with labels
-    eval_data: str | None = None       # labelled held-out data; default: the synthetic corpus's unseen speakers
-    corpus_dir: str = "data/synthetic"
-    corpus_speakers: int = 24
-    corpus_heldout: int = 4
-    corpus_utterances: int = 100
-    corpus_seed: int = 0
-    labels: float | None = None        # labelled utterances: a count (>= 1), a fraction (< 1), None = all
-    subset_seed: int = 0
-    vocab: str | None = None           # an existing vocab.json (default: built from the labelled transcripts)
-    uppercase: bool = False
-    preset: str = "tiny"               # architecture when starting from scratch
-    overrides: dict = field(default_factory=dict)
-    steps: int = 2000
-    max_minutes: float | None = None   # training-time budget (evaluation not counted)
-    batch_seconds: float = 16.0        # audio per batch, padding included
-    lr: float = 1e-3
-    phase_ratio: tuple = (0.1, 0.4, 0.5)
-    init_lr_scale: float = 0.01
-    final_lr_scale: float = 0.05
-    weight_decay: float = 0.0
-    betas: tuple = (0.9, 0.98)
-    adam_eps: float = 1e-8
-    clip_norm: float = 10.0
-    freeze_feature_encoder: bool = True
-    freeze_finetune_updates: int = 0
-    seed: int = 0
-    device: str = "cpu"
-    out: str = "runs/finetune"
-    log_every: int = 10
-    eval_every: int = 200
-    eval_every_seconds: float | None = None
-    eval_utterances: int | None = 200
-    checkpoint_every: int = 500
-    resume: bool = False
-    stop_at: int | None = None
-    strict: bool = False
-    normalize: bool = False
-    progress: bool = True
-    export: bool = True                # write out/model (transformers format) at the end
+    """Everything a fine-tuning run takes; ``tinyw2v2 finetune`` has one option per field."""
+    init: str | None = arg(None, "a pretraining run dir or checkpoint.npz, a transformers directory, or a fine-tuning "
+                                 "checkpoint; omit to train the same architecture from scratch")
+    data: str = arg("synthetic", "labelled training data: 'synthetic', a LibriSpeech dir or a .tsv with labels")
+    eval_data: str | None = arg(None, "labelled held-out data (default: the synthetic corpus's unseen speakers)")
+    corpus_dir: str = arg("data/synthetic", "where the synthetic corpus is (generated once)")
+    corpus_speakers: int = arg(24, "speakers of the synthetic corpus")
+    corpus_heldout: int = arg(4, "of them held out")
+    corpus_utterances: int = arg(100, "utterances per speaker")
+    corpus_seed: int = arg(0, "seed of the synthetic corpus")
+    labels: float | None = arg(None, "labelled utterances: a count (40) or a fraction (0.02); default all")
+    subset_seed: int = arg(0, "seed choosing the labelled subset")
+    vocab: str | None = arg(None, "use this vocab.json instead of building one from the transcripts")
+    uppercase: bool = arg(False, "upper-case transcripts before encoding")
+    preset: str = arg("tiny", "architecture when starting from scratch: tiny | base | large")
+    overrides: dict = arg({}, "model config fields to change (--set KEY=VALUE, repeatable)")
+    steps: int | None = arg(2000, "updates (with --minutes: whichever ends first)")
+    minutes: float | None = arg(None, "training-time budget in minutes (evaluation not counted); the schedule spans it")
+    batch_seconds: float = arg(16.0, "audio per batch, padding included")
+    lr: float = arg(1e-3, "peak learning rate")
+    phase_ratio: tuple = arg((0.1, 0.4, 0.5), "tri-stage phases (warm-up, hold, decay) as fractions of the budget")
+    init_lr_scale: float = arg(0.01, "initial lr / peak")
+    final_lr_scale: float = arg(0.05, "final lr / peak")
+    weight_decay: float = arg(0.0, "AdamW's decoupled weight decay")
+    betas: tuple = arg((0.9, 0.98), "AdamW's betas")
+    adam_eps: float = arg(1e-8, "AdamW's epsilon")
+    clip_norm: float = arg(10.0, "clip the global gradient norm to this (0: measure only)")
+    freeze_feature_encoder: bool = arg(True, "keep the CNN frozen (fairseq's feature_grad_mult = 0)")
+    freeze_finetune_updates: int = arg(0, "train only the CTC head for the first N updates (fairseq)")
+    seed: int = arg(0, "seed of every random draw of the run")
+    device: str = arg("cpu", "cpu or cuda[:N]")
+    out: str = arg("runs/finetune", "output directory")
+    log_every: int = arg(10, "log training metrics every N steps")
+    eval_every: int = arg(200, "held-out CER/WER every N steps")
+    eval_every_seconds: float | None = arg(None, "also every S seconds of training (learning curves against time)")
+    eval_utterances: int | None = arg(200, "held-out utterances (0 = all)")
+    checkpoint_every: int = arg(500, "write the checkpoint every N steps")
+    resume: bool = arg(False, "continue from OUT/checkpoint.npz")
+    stop_at: int | None = arg(None, "stop (with a checkpoint) after this step, as if interrupted")
+    strict: bool = arg(False, "stop on the first bad file or transcript longer than the model's output")
+    normalize: bool = arg(False, "zero-mean, unit-variance each utterance")
+    progress: bool = arg(True, "show a progress bar")
+    export: bool = arg(True, "write OUT/model (transformers format) at the end")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,12 +275,12 @@ class _Schedule:
     RESOLUTION = 1_000_000
 
     def __init__(self, args: FinetuneArgs):
-        self.steps, self.budget = args.steps, args.max_minutes * 60.0 if args.max_minutes else None
+        self.steps, self.budget = args.steps, args.minutes * 60.0 if args.minutes else None
         self.tri = optim.TriStage(args.lr, phase_ratio=tuple(args.phase_ratio), max_update=self.RESOLUTION,
                                   init_lr_scale=args.init_lr_scale, final_lr_scale=args.final_lr_scale)
 
     def progress(self, step: int, seconds: float) -> float:
-        p = step / max(self.steps, 1)
+        p = step / max(self.steps, 1) if self.steps is not None else 0.0
         if self.budget:
             p = max(p, seconds / self.budget)
         return min(p, 1.0)
@@ -291,8 +294,15 @@ def finetune(args: FinetuneArgs) -> dict:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / "checkpoint.npz", out_dir / "metrics.jsonl"
-    if args.steps < 1:
-        raise TrainingError("--steps must be at least 1")
+    if args.steps is None and not args.minutes:
+        raise TrainingError("give --steps or --minutes (or both: the run ends with whichever comes first)")
+    if args.steps is not None and args.steps < 1:
+        raise TrainingError(f"--steps must be at least 1, got {args.steps}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise TrainingError(f"--minutes must be positive, got {args.minutes:g}")
+    if args.lr <= 0:
+        raise TrainingError(f"--lr must be positive, got {args.lr:g}")
+    last_step = args.steps if args.steps is not None else 10 ** 12   # a time budget alone ends the run
     train_path, eval_path = _paths(args)
 
     # 1. the labelled subset and the vocabulary
@@ -368,15 +378,15 @@ def finetune(args: FinetuneArgs) -> dict:
     last_rows = None
     if start == 0:
         metrics, last_rows = run_eval()
-        _append(log_path, {"step": 0, "seconds": 0.0, **metrics})
+        append_metrics(log_path, {"step": 0, "seconds": 0.0, **metrics})
     model.train()
     mask_kw = "attention_mask" if uses_attention_mask(config) else "sample_lengths"
     bar = _progress(args, start)
     last, frozen = {}, None
     next_eval_seconds = (train_seconds + args.eval_every_seconds) if args.eval_every_seconds else None
-    budget = args.max_minutes * 60.0 if args.max_minutes else None
+    budget = args.minutes * 60.0 if args.minutes else None
     step = start
-    for step in range(start, args.steps):
+    for step in range(start, last_step):
         if budget is not None and train_seconds >= budget:
             break
         t0 = time.perf_counter()
@@ -397,7 +407,7 @@ def finetune(args: FinetuneArgs) -> dict:
         train_seconds += time.perf_counter() - t0
         done = step + 1
         over_budget = budget is not None and train_seconds >= budget
-        final = done == args.steps or over_budget
+        final = done == last_step or over_budget
         due_eval = done % args.eval_every == 0 if args.eval_every else False
         if next_eval_seconds is not None and train_seconds >= next_eval_seconds:
             due_eval = True
@@ -410,7 +420,7 @@ def finetune(args: FinetuneArgs) -> dict:
             if due_eval or final:
                 metrics, last_rows = run_eval()
                 last.update(metrics)
-            _append(log_path, last)
+            append_metrics(log_path, last)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}",
                             **({"cer": f"{last['eval_cer']:.3f}"} if "eval_cer" in last else {}))
         bar.update(1)
@@ -458,49 +468,6 @@ def _progress(args, start):
 
     return tqdm(total=args.steps, initial=start, disable=not args.progress, desc="finetune", unit="step",
                 dynamic_ncols=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# plots
-
-
-
-def plot_finetuning(log_path, out_dir) -> list:
-    """Four panels: training CTC loss per utterance (and held-out); held-out CER / WER against steps and against
-    training seconds; learning rate and gradient norm."""
-    from matplotlib.figure import Figure  # no pyplot: never switches a notebook's backend
-
-    records = read_metrics(log_path)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(12, 8))
-    axes = fig.subplots(2, 2)
-    ax = axes[0, 0]
-    ax.plot(*_series(records, "loss"), label="training (interval mean)")
-    ax.plot(*_series(records, "eval_loss"), marker="o", ms=3, label="held-out")
-    ax.set_yscale("log"), ax.set_title("CTC loss per utterance"), ax.set_xlabel("step"), ax.legend()
-    ax = axes[0, 1]
-    ax.plot(*_series(records, "eval_cer"), marker="o", ms=3, label="CER")
-    ax.plot(*_series(records, "eval_wer"), marker="o", ms=3, label="WER")
-    ax.set_ylim(0, max(1.05, max(_series(records, "eval_wer")[1] or [1]) + 0.05))
-    ax.set_title("held-out error rates (greedy decoding)"), ax.set_xlabel("step"), ax.legend()
-    ax = axes[1, 0]
-    ax.plot(*_series(records, "eval_cer", x="seconds"), marker="o", ms=3, label="CER")
-    ax.plot(*_series(records, "eval_wer", x="seconds"), marker="o", ms=3, label="WER")
-    ax.set_ylim(0, 1.05), ax.set_title("held-out error rates vs training time"), ax.set_xlabel("seconds")
-    ax.legend()
-    ax = axes[1, 1]
-    ax.plot(*_series(records, "lr"), label="learning rate")
-    ax.set_xlabel("step"), ax.set_title("learning rate (tri-stage) and gradient norm")
-    ax2 = ax.twinx()
-    ax2.plot(*_series(records, "grad_norm"), color="tab:orange", alpha=0.6, label="gradient norm")
-    ax.legend(loc="upper left"), ax2.legend(loc="upper right")
-    for a in axes.flat:
-        a.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / "finetuning.png"
-    fig.savefig(path, dpi=100)
-    return [path]
 
 
 __all__ = ["FinetuneArgs", "FINETUNE_CONFIG", "TrainingError", "finetune", "choose_subset", "LabelledBatches",

@@ -1,10 +1,12 @@
-"""PNG plots of a pretraining run, from its metrics.jsonl.
+"""PNG plots of a pretraining or a fine-tuning run, from its metrics.jsonl.
 
 The plotters build a matplotlib ``Figure`` directly (no pyplot): saving a file never switches the backend or
 touches the figures of a notebook that calls them."""
 from __future__ import annotations
 
 from pathlib import Path
+
+from .common import read_metrics
 
 
 def series(records, key, x="step"):
@@ -18,8 +20,6 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
     code and probability perplexity; negatives identical to their positive; Gumbel temperature; learning rate;
     gradient norm. Training figures are means over each logging interval."""
     from matplotlib.figure import Figure
-
-    from .pretrain import read_metrics
 
     records = read_metrics(log_path)
     out_dir = Path(out_dir)
@@ -59,5 +59,43 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
         ax.set_xlabel("step"), ax.grid(alpha=0.3)
     fig.tight_layout()
     path = out_dir / "pretraining.png"
+    fig.savefig(path, dpi=100)
+    return [path]
+
+
+def plot_finetuning(log_path, out_dir) -> list:
+    """Four panels: training CTC loss per utterance (and held-out); held-out CER / WER against steps and against
+    training seconds; learning rate and gradient norm."""
+    from matplotlib.figure import Figure
+
+    records = read_metrics(log_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2)
+    ax = axes[0, 0]
+    ax.plot(*series(records, "loss"), label="training (interval mean)")
+    ax.plot(*series(records, "eval_loss"), marker="o", ms=3, label="held-out")
+    ax.set_yscale("log"), ax.set_title("CTC loss per utterance"), ax.set_xlabel("step"), ax.legend()
+    ax = axes[0, 1]
+    ax.plot(*series(records, "eval_cer"), marker="o", ms=3, label="CER")
+    ax.plot(*series(records, "eval_wer"), marker="o", ms=3, label="WER")
+    ax.set_ylim(0, max(1.05, max(series(records, "eval_wer")[1] or [1]) + 0.05))
+    ax.set_title("held-out error rates (greedy decoding)"), ax.set_xlabel("step"), ax.legend()
+    ax = axes[1, 0]
+    ax.plot(*series(records, "eval_cer", x="seconds"), marker="o", ms=3, label="CER")
+    ax.plot(*series(records, "eval_wer", x="seconds"), marker="o", ms=3, label="WER")
+    ax.set_ylim(0, 1.05), ax.set_title("held-out error rates vs training time"), ax.set_xlabel("seconds")
+    ax.legend()
+    ax = axes[1, 1]
+    ax.plot(*series(records, "lr"), label="learning rate")
+    ax.set_xlabel("step"), ax.set_title("learning rate (tri-stage) and gradient norm")
+    ax2 = ax.twinx()
+    ax2.plot(*series(records, "grad_norm"), color="tab:orange", alpha=0.6, label="gradient norm")
+    ax.legend(loc="upper left"), ax2.legend(loc="upper right")
+    for a in axes.flat:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out_dir / "finetuning.png"
     fig.savefig(path, dpi=100)
     return [path]

@@ -12,90 +12,73 @@ numbers an uninterrupted run gives. Held-out evaluation uses fixed crops, masks 
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .. import backend, optim
-from ..data import AudioDataset, collate, generate_corpus, make_batches
+from .. import optim
+from ..data import AudioDataset, collate, make_batches
+from ..io import save_checkpoint
 from ..models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from ..models.wav2vec2.masking import compute_mask_indices, sample_negative_indices
-from ..tensor import Tensor, no_grad
-from .checkpoint import load_optimizer, read_checkpoint, save_checkpoint
-
-SAMPLE_RATE = 16000
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot go on (NaN loss, bad data, mismatched checkpoint); the message says what to do."""
-
+from ..tensor import no_grad
+from .corpus import prepare_corpus
+from .plots import plot_pretraining
+from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, blas_threads, guarded_update,
+                     read_metrics, restore_checkpoint)
 
 @dataclass
 class PretrainArgs:
-    data: str = "synthetic"            # "synthetic", or a LibriSpeech dir / fairseq .tsv / folder of audio
-    eval_data: str | None = None       # held-out audio; default: the synthetic corpus's unseen speakers
-    corpus_dir: str = "data/synthetic"  # where the synthetic corpus is generated (once)
-    corpus_speakers: int = 24
-    corpus_heldout: int = 4
-    corpus_utterances: int = 100
-    corpus_seed: int = 0
-    preset: str = "tiny"
-    overrides: dict = field(default_factory=dict)
-    steps: int | None = 1000
-    minutes: float | None = None       # training-time budget (evaluation not counted); the schedules span it
-    batch_seconds: float = 24.0        # audio per batch (before cropping to the shortest)
-    crop_seconds: float = 2.0
-    lr: float = 1e-3
-    warmup: float = 0.08               # fraction of the steps
-    schedule: str = "linear"           # linear (warm-up, linear decay to 0) | constant (after warm-up)
-    weight_decay: float = 0.01
-    betas: tuple = (0.9, 0.98)
-    adam_eps: float = 1e-6
-    clip_norm: float = 10.0
-    max_temperature: float = 2.0
-    min_temperature: float = 0.5
-    anneal_fraction: float = 1.0       # the temperature reaches its minimum after this fraction of the run
-    anneal_steps: int | None = None    # ... or after this many steps, whatever the run's length (fairseq)
-    seed: int = 0
-    device: str = "cpu"
-    out: str = "runs/pretrain"
-    log_every: int = 10
-    eval_every: int = 100
-    eval_utterances: int | None = None  # held-out utterances scored (None: all of them)
-    eval_batch_seconds: float = 32.0   # audio per held-out batch
-    checkpoint_every: int = 250
-    resume: bool = False
-    stop_at: int | None = None         # stop (with a checkpoint) after this step, as if interrupted
-    strict: bool = False
-    normalize: bool = False
-    progress: bool = True
-    threads: int | None = None         # BLAS threads for the run (None: leave them as they are)
+    """Everything a pretraining run takes; ``tinyw2v2 pretrain`` has one option per field (``--batch-seconds`` for
+    ``batch_seconds``, ``--set KEY=VALUE`` for ``overrides``, ``--no-progress`` for ``progress``)."""
+    data: str = arg("synthetic", "'synthetic' (the built-in corpus), or a LibriSpeech dir, a fairseq .tsv manifest "
+                                 "or a folder of wav/flac/ogg files")
+    eval_data: str | None = arg(None, "held-out audio (default: the synthetic corpus's unseen speakers, or the last "
+                                      "10% of --data)")
+    corpus_dir: str = arg("data/synthetic", "where the synthetic corpus is generated (once)")
+    corpus_speakers: int = arg(24, "speakers of the synthetic corpus")
+    corpus_heldout: int = arg(4, "of them held out (never heard in training)")
+    corpus_utterances: int = arg(100, "utterances per speaker")
+    corpus_seed: int = arg(0, "seed of the synthetic corpus")
+    preset: str = arg("tiny", "model size: tiny | base | large")
+    overrides: dict = arg({}, "model config fields to change (--set KEY=VALUE, repeatable)")
+    steps: int | None = arg(1000, "training steps (with --minutes: whichever ends first)")
+    minutes: float | None = arg(None, "training-time budget in minutes (evaluation not counted); the learning-rate "
+                                      "and temperature schedules span it")
+    batch_seconds: float = arg(24.0, "audio per batch, before cropping each batch to its shortest utterance")
+    crop_seconds: float = arg(2.0, "longest crop, in seconds")
+    lr: float = arg(1e-3, "peak learning rate")
+    warmup: float = arg(0.08, "warm-up, as a fraction of the run")
+    schedule: str = arg("linear", "linear (warm-up, then linear decay to 0) | constant (after the warm-up)")
+    weight_decay: float = arg(0.01, "AdamW's decoupled weight decay")
+    betas: tuple = arg((0.9, 0.98), "AdamW's betas")
+    adam_eps: float = arg(1e-6, "AdamW's epsilon")
+    clip_norm: float = arg(10.0, "clip the global gradient norm to this (0: measure only)")
+    max_temperature: float = arg(2.0, "Gumbel temperature at the start")
+    min_temperature: float = arg(0.5, "Gumbel temperature at the end of the annealing")
+    anneal_fraction: float = arg(1.0, "the temperature reaches its minimum after this fraction of the run")
+    anneal_steps: int | None = arg(None, "... or after this many steps, whatever the run's length (fairseq)")
+    seed: int = arg(0, "seed of the initialisation and of every random draw of the run")
+    device: str = arg("cpu", "cpu or cuda[:N]")
+    out: str = arg("runs/pretrain", "output directory")
+    log_every: int = arg(10, "log training metrics (means over the interval) every N steps")
+    eval_every: int = arg(100, "evaluate on the held-out set every N steps")
+    eval_utterances: int | None = arg(None, "held-out utterances scored (default: all of them)")
+    eval_batch_seconds: float = arg(32.0, "audio per held-out batch")
+    checkpoint_every: int = arg(250, "write the checkpoint every N steps")
+    resume: bool = arg(False, "continue from OUT/checkpoint.npz")
+    stop_at: int | None = arg(None, "stop (with a checkpoint) after this step, as if interrupted")
+    strict: bool = arg(False, "stop on the first bad audio file instead of skipping it")
+    normalize: bool = arg(False, "zero-mean, unit-variance each utterance")
+    progress: bool = arg(True, "show a progress bar")
+    threads: int | None = arg(None, "BLAS threads (default: leave them as they are)")
 
 
 # ----------------------------------------------------------------------------------------------
 # data
-
-
-def prepare_corpus(args: PretrainArgs) -> Path:
-    """Generate the synthetic corpus into ``corpus_dir`` unless it is already there; returns its path."""
-    root = Path(args.corpus_dir)
-    spec = {"speakers": args.corpus_speakers, "heldout": args.corpus_heldout,
-            "utterances": args.corpus_utterances, "seed": args.corpus_seed}
-    stamp = root / "tinyw2v2-corpus.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == spec:
-        return root
-    t0 = time.perf_counter()
-    generate_corpus(root, num_speakers=args.corpus_speakers, utterances_per_speaker=args.corpus_utterances,
-                    seed=args.corpus_seed, heldout_speakers=args.corpus_heldout)
-    stamp.write_text(json.dumps(spec))
-    print(f"generated the synthetic corpus in {root} ({time.perf_counter() - t0:.0f} s)")
-    return root
 
 
 def load_waveforms(path, min_samples: int, strict: bool, normalize: bool, limit: int | None = None,
@@ -188,55 +171,6 @@ def make_eval_set(waves, config: Wav2Vec2Config, max_utterances: int | None = No
 # metrics
 
 
-def _value(v) -> float:
-    """A Python float from a number or a 0-d array on any device (a sync point for a GPU array)."""
-    return v.item() if hasattr(v, "item") else float(v)
-
-
-class IntervalMeans:
-    """Training metrics averaged over the steps since the last logged line (fairseq logs the same way).
-
-    One batch of toy size is a noisy sample: a single crop full of silence can put many identical codes among the
-    negatives. Each value is weighted: loss, parts, perplexities and lr by step, accuracy by masked frames,
-    ``negatives_identical`` by sampled negatives; ``negatives_identical_batch_max`` keeps the worst single batch.
-    Values may be Tensors or 0-d device arrays: they are summed in float64 where they live and read once per
-    logged line, so the training step gains no host sync. The sums travel in the checkpoint, so a resumed run logs
-    exactly what the uninterrupted one does.
-    """
-
-    def __init__(self, state: dict | None = None):
-        self.sums, self.weights, self.maxima = ({}, {}, {}) if not state else (
-            dict(state["sums"]), dict(state["weights"]), dict(state["maxima"]))
-
-    def add(self, values: dict, weights: dict | None = None, maxima: tuple = ()):
-        values = {k: _float64(v) for k, v in values.items()}
-        for k, v in values.items():
-            w = (weights or {}).get(k, 1.0)
-            self.sums[k] = self.sums.get(k, 0.0) + v * w
-            self.weights[k] = self.weights.get(k, 0.0) + w
-        for k in maxima:
-            v = values[k]
-            self.maxima[k] = v if k not in self.maxima else backend.get_array_module(v).maximum(self.maxima[k], v)
-
-    def pop(self) -> dict:
-        """The means (and maxima, as ``<name>_batch_max``) since the last pop; then start a new interval."""
-        means = {k: _value(self.sums[k]) / self.weights[k] for k in self.sums if self.weights[k] > 0}
-        means.update({f"{k}_batch_max": _value(v) for k, v in self.maxima.items()})
-        self.sums, self.weights, self.maxima = {}, {}, {}
-        return means
-
-    def state(self) -> dict:
-        """The running sums as JSON numbers (for the checkpoint)."""
-        return {"sums": {k: _value(v) for k, v in self.sums.items()}, "weights": dict(self.weights),
-                "maxima": {k: _value(v) for k, v in self.maxima.items()}}
-
-
-def _float64(v):
-    """A Tensor, 0-d array or number as a float64 value to sum, left on its device."""
-    v = v.data if isinstance(v, Tensor) else v
-    return v.astype(np.float64) if hasattr(v, "astype") else float(v)
-
-
 def evaluate(model, eval_set: EvalSet) -> dict:
     """Eval-mode accuracy, loss per masked frame, code perplexity and identical negatives on the fixed held-out
     set, each a mean over its masked frames (``eval_frames``: how many were scored)."""
@@ -261,48 +195,6 @@ def evaluate(model, eval_set: EvalSet) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # the run
-
-
-def guarded_update(loss, params, opt, clip_norm, step: int, ckpt_path: Path, bar=None):
-    """backward, clip the global gradient norm, and take the optimiser step only if loss and norm are finite.
-
-    Returns (loss, norm) as floats: one host sync per step, which is what guards the update. A NaN or Inf raises
-    ``TrainingError`` before anything is changed, so the last checkpoint stays the last good state.
-    """
-    opt.zero_grad()
-    loss.backward()
-    norm = optim.clip_grad_norm_(params, clip_norm)
-    loss_value, norm_value = float(loss), float(norm)   # sync point: guard before the update
-    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-        if bar is not None:
-            bar.close()
-        raise TrainingError(
-            f"step {step}: the loss is {loss_value} (gradient norm {norm_value}); the update was not applied. "
-            f"The last good checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}. "
-            "Lower --lr or raise the warm-up, then --resume")
-    opt.step()
-    return loss_value, norm_value
-
-
-def restore_checkpoint(ckpt_path: Path, model, opt, config, log_path: Path, options: str,
-                       check_state=None) -> dict:
-    """``--resume``: load a run's checkpoint into the model and the optimiser and cut the metrics log back to its
-    step; returns the checkpoint's metadata. A checkpoint of another config is refused, naming ``options`` (the
-    command-line options that fix the config); ``check_state(state)`` may refuse it for a clearer reason before
-    the state is loaded."""
-    state, optim_arrays, meta = read_checkpoint(ckpt_path)
-    if meta["config"] != config.to_dict():
-        raise TrainingError(f"{ckpt_path}: the checkpoint was made with another model config; resume with the "
-                            f"same {options} options, or pick a new --out directory")
-    if check_state is not None:
-        check_state(state)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise TrainingError(f"{ckpt_path}: {e}") from None
-    load_optimizer(opt, optim_arrays, meta)
-    _truncate_log(log_path, int(meta["step"]))
-    return meta
 
 
 class RunSchedule:
@@ -356,28 +248,14 @@ def build_config(args: PretrainArgs) -> Wav2Vec2Config:
     """The preset with ``--set`` overrides; the temperature bounds come from the run's arguments."""
     values = dict(max_gumbel_temperature=args.max_temperature, min_gumbel_temperature=args.min_temperature)
     values.update(args.overrides)
-    try:
-        return Wav2Vec2Config.preset(args.preset, **values)
-    except TypeError as e:       # an unknown --set key
-        raise TrainingError(f"--set: {e}".replace("__init__() ", "")) from None
-    except ValueError as e:      # a value the config refuses
-        raise TrainingError(f"--set: {e}") from None
+    return Wav2Vec2Config.preset(args.preset, **values)
 
 
 def pretrain(args: PretrainArgs) -> dict:
     """Run (or resume) a pretraining; returns the last metrics. Writes into ``args.out``:
     metrics.jsonl, checkpoint.npz, config.json, plots/*.png."""
-    with _blas_threads(args.threads):
+    with blas_threads(args.threads):
         return _pretrain(args)
-
-
-def _blas_threads(n):
-    """Limit the BLAS threads for the run (None: leave them as they are)."""
-    if n is None:
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=int(n), user_api="blas")
 
 
 def _pretrain(args: PretrainArgs) -> dict:
@@ -431,7 +309,7 @@ def _pretrain(args: PretrainArgs) -> dict:
                                                 "interval": interval.state(), "train_seconds": train_seconds})
 
     if start == 0:
-        _append(log_path, {"step": 0, "seconds": 0.0, **evaluate(model, eval_set)})
+        append_metrics(log_path, {"step": 0, "seconds": 0.0, **evaluate(model, eval_set)})
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     bar = _progress(args, schedule, start, train_seconds)
@@ -466,7 +344,7 @@ def _pretrain(args: PretrainArgs) -> dict:
             last = {"step": step, **interval.pop(), "temperature": tau, "lr": lr, "seconds": round(train_seconds, 3)}
             if step % args.eval_every == 0 or final:
                 last.update(evaluate(model, eval_set))
-            _append(log_path, last)
+            append_metrics(log_path, last)
             bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{last['accuracy']:.2f}",
                             ppl=f"{last['code_perplexity']:.0f}",
                             **({"eval_acc": f"{last['eval_accuracy']:.2f}"} if "eval_accuracy" in last else {}))
@@ -478,8 +356,6 @@ def _pretrain(args: PretrainArgs) -> dict:
     bar.close()
     if not last and step > 0:   # resumed at the end of a finished run
         last = read_metrics(log_path)[-1]
-    from .plots import plot_pretraining
-
     plots = plot_pretraining(log_path, out_dir / "plots", num_codevectors=config.num_codevectors)
     return {"metrics": last, "initial": read_metrics(log_path)[0], "plots": [str(p) for p in plots],
             "checkpoint": str(ckpt_path), "train_seconds": train_seconds, "eval_utterances": eval_set.utterances,
@@ -496,22 +372,3 @@ def _progress(args, schedule, start, seconds):
                     bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of training, {remaining} left{postfix}")
     return tqdm(total=args.steps, initial=start, disable=not args.progress, desc="pretrain", unit="step",
                 dynamic_ncols=True)
-
-
-def _append(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_log(path: Path, step: int):
-    """Keep only the log lines up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
-    if not path.exists():
-        return
-    lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(l + "\n" for l in lines))
-    os.replace(tmp, path)
-
-
-def read_metrics(path) -> list:
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]

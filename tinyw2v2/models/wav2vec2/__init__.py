@@ -10,9 +10,10 @@ feature_encoder (CNN + feature projection), encoder (positional conv + Transform
 vector quantiser), modeling (the models, outputs, loss, init), hf (transformers-format I/O),
 generators (the model's random streams). Documentation: docs/model.md.
 """
-from .config import Wav2Vec2Config  # noqa: F401
+from .config import ConfigError, Wav2Vec2Config  # noqa: F401
 from .ctc import Wav2Vec2ForCTC  # noqa: F401
 from .hf import load_pretrained_weights, read_weights  # noqa: F401
-from .masking import compute_mask_indices, sample_negative_indices  # noqa: F401
+from .masking import (compute_mask_indices, sample_negative_indices, sample_pretraining_targets,  # noqa: F401
+                      sample_time_mask)
 from .modeling import (Wav2Vec2BaseModelOutput, Wav2Vec2ForPreTraining, Wav2Vec2ForPreTrainingOutput,  # noqa: F401
                        Wav2Vec2Model, Wav2Vec2PreTrainedModel, init_weights)

@@ -24,6 +24,20 @@ _CONV7_KERNEL = (10, 3, 3, 3, 3, 2, 2)
 _CONV7_STRIDE = (5, 2, 2, 2, 2, 2, 2)
 
 
+class ConfigError(ValueError):
+    """A config field that does not exist, or a value the model cannot be built with (the message names it)."""
+
+
+def _check_names(values: dict) -> None:
+    names = {f.name for f in dataclasses.fields(Wav2Vec2Config)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        close = {k: [n for n in sorted(names) if k.split("_")[0] in n][:3] for k in unknown}
+        hints = "; ".join(f"{k} (did you mean {', '.join(v)}?)" if v else k for k, v in close.items())
+        raise ConfigError(f"unknown config field(s): {hints}. The fields are those of Wav2Vec2Config "
+                          "(tinyw2v2/models/wav2vec2/config.py), named as in transformers")
+
+
 @dataclass
 class Wav2Vec2Config:
     # --- feature encoder (CNN) ---------------------------------------------------------------------
@@ -138,7 +152,7 @@ class Wav2Vec2Config:
             if frames >= min_frames_to_mask(self.mask_time_prob, self.mask_time_length, self.mask_time_min_masks,
                                             frames):
                 return frames
-        raise ValueError(f"mask_time_prob={self.mask_time_prob} with mask_time_length={self.mask_time_length} "
+        raise ConfigError(f"mask_time_prob={self.mask_time_prob} with mask_time_length={self.mask_time_length} "
                          "leaves no frame unmasked at any length")
 
     def min_samples_to_mask(self) -> int:
@@ -153,26 +167,26 @@ class Wav2Vec2Config:
     def validate(self) -> None:
         n = len(self.conv_dim)
         if len(self.conv_kernel) != n or len(self.conv_stride) != n:
-            raise ValueError(f"conv_dim, conv_kernel and conv_stride must have the same length, got "
+            raise ConfigError(f"conv_dim, conv_kernel and conv_stride must have the same length, got "
                              f"{len(self.conv_dim)}, {len(self.conv_kernel)}, {len(self.conv_stride)}")
         if self.feat_extract_norm not in ("group", "layer"):
-            raise ValueError(f"feat_extract_norm must be 'group' or 'layer', not {self.feat_extract_norm!r}")
+            raise ConfigError(f"feat_extract_norm must be 'group' or 'layer', not {self.feat_extract_norm!r}")
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                              f"{self.num_attention_heads}")
         if self.hidden_size % self.num_conv_pos_embedding_groups:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_conv_pos_embedding_groups "
+            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_conv_pos_embedding_groups "
                              f"{self.num_conv_pos_embedding_groups}")
         if self.codevector_dim % self.num_codevector_groups:
-            raise ValueError(f"codevector_dim {self.codevector_dim} is not divisible by num_codevector_groups "
+            raise ConfigError(f"codevector_dim {self.codevector_dim} is not divisible by num_codevector_groups "
                              f"{self.num_codevector_groups}")
         if self.codevector_init not in ("uniform", "normal"):
-            raise ValueError(f"codevector_init must be 'uniform' or 'normal', not {self.codevector_init!r}")
+            raise ConfigError(f"codevector_init must be 'uniform' or 'normal', not {self.codevector_init!r}")
         if self.projection_init not in ("torch", "normal"):
-            raise ValueError(f"projection_init must be 'torch' or 'normal', not {self.projection_init!r}")
+            raise ConfigError(f"projection_init must be 'torch' or 'normal', not {self.projection_init!r}")
         for act in (self.hidden_act, self.feat_extract_activation):
             if act != "gelu":
-                raise ValueError(f"only the exact 'gelu' activation is implemented, not {act!r}")
+                raise ConfigError(f"only the exact 'gelu' activation is implemented, not {act!r}")
 
     # --- presets ---------------------------------------------------------------------------------------
     @classmethod
@@ -217,9 +231,10 @@ class Wav2Vec2Config:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "Wav2Vec2Config":
+        _check_names(overrides)
         presets = {"tiny": cls.tiny, "base": cls.base, "large": cls.large}
         if name not in presets:
-            raise ValueError(f"unknown preset {name!r}: choose one of {sorted(presets)}")
+            raise ConfigError(f"unknown preset {name!r}: choose one of {sorted(presets)}")
         return presets[name](**overrides)
 
     # --- dict / JSON -----------------------------------------------------------------------------------
@@ -242,7 +257,7 @@ class Wav2Vec2Config:
         values = dict(values)
         model_type = values.get("model_type", "wav2vec2")
         if model_type != "wav2vec2":
-            raise ValueError(f"config.json is for model_type {model_type!r}, not 'wav2vec2'")
+            raise ConfigError(f"config.json is for model_type {model_type!r}, not 'wav2vec2'")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in values.items() if k in names}
         extra = {k: v for k, v in values.items() if k not in names and k not in ("num_feat_extract_layers",)}
@@ -251,7 +266,7 @@ class Wav2Vec2Config:
             if key in known and not isinstance(known[key], int):
                 extra[key] = known.pop(key)
         if values.get("add_adapter") or values.get("adapter_attn_dim") is not None:
-            raise ValueError("adapter layers (add_adapter / adapter_attn_dim) are not implemented")
+            raise ConfigError("adapter layers (add_adapter / adapter_attn_dim) are not implemented")
         if values.get("use_weighted_layer_sum"):
             extra["use_weighted_layer_sum"] = True  # only matters for classification heads (not implemented)
         return cls(**known, extra=extra)
@@ -265,12 +280,10 @@ class Wav2Vec2Config:
             return cls.from_dict(json.load(f))
 
     def to_json_file(self, path) -> None:
-        """Write atomically (temporary file, then rename)."""
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
-        os.replace(tmp, path)
+        """Write atomically (``tinyw2v2.io.write_text``)."""
+        from ...io import write_text
+
+        write_text(path, self.to_json_string())
 
     @classmethod
     def from_pretrained(cls, directory) -> "Wav2Vec2Config":
@@ -286,6 +299,7 @@ class Wav2Vec2Config:
 
     def replace(self, **changes) -> "Wav2Vec2Config":
         """A copy with some fields changed."""
+        _check_names(changes)
         return dataclasses.replace(self, **changes)
 
 

@@ -32,10 +32,11 @@ import numpy as np
 from ... import backend
 from ... import functional as F
 from ... import nn
+from ...io import read_checkpoint
 from ...tensor import Tensor, no_grad
 from . import init
 from .config import Wav2Vec2Config
-from .modeling import Wav2Vec2Model, Wav2Vec2PreTrainedModel, _Output
+from .modeling import Wav2Vec2Model, Wav2Vec2PreTrainedModel, ModelOutput
 
 
 class VocabularyMismatchError(ValueError):
@@ -52,7 +53,7 @@ def vocabulary_mismatch(head_size: int, vocab_size: int, where,
 
 
 @dataclass
-class Wav2Vec2CTCOutput(_Output):
+class Wav2Vec2CTCOutput(ModelOutput):
     loss: Tensor = None                 # CTC loss (reduced per config.ctc_loss_reduction)
     logits: Tensor = None               # (B, T, V) before the softmax
     hidden_states: tuple = None
@@ -157,8 +158,6 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
         the architecture must stay the checkpoint's. The quantiser and projections are dropped. A
         fine-tuning checkpoint (with an ``lm_head``) is refused here: load it with ``from_finetuning_checkpoint``.
         """
-        from ...train.checkpoint import read_checkpoint
-
         path = os.fspath(path)
         state, _, meta = read_checkpoint(path)
         if any(k.startswith("lm_head.") for k in state):
@@ -197,8 +196,6 @@ class Wav2Vec2ForCTC(Wav2Vec2PreTrainedModel):
                                    vocab_path=None):
         """A fine-tuned model from a ``tinyw2v2 finetune`` checkpoint; ``vocab_size`` (or the vocab.json at
         ``vocab_path``) is checked against the checkpoint's head (a clear ``VocabularyMismatchError``)."""
-        from ...train.checkpoint import read_checkpoint
-
         path = os.fspath(path)
         state, _, meta = read_checkpoint(path)
         if "lm_head.weight" not in state:

@@ -52,8 +52,8 @@ class WeightNormConv1d(nn.Module):
         transformers intends the same, but its normal_ does not reach the weight-normed parameters."""
         O, _, K = self.weight_v.shape
         v = rng.normal(0.0, 2.0 * math.sqrt(1.0 / (K * O)), size=self.weight_v.shape)
-        init._set(self.weight_v, v)
-        init._set(self.weight_g, np.sqrt((v * v).sum(axis=(0, 1), keepdims=True)))  # (O, Cg, K) -> (1, 1, K)
+        init.copy_(self.weight_v, v)
+        init.copy_(self.weight_g, np.sqrt((v * v).sum(axis=(0, 1), keepdims=True)))  # (O, Cg, K) -> (1, 1, K)
         init.constant_(self.bias, 0.0)
 
     def extra_repr(self) -> str:

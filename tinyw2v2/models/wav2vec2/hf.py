@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
 
 from ... import backend
+from ...io import atomic_write
 from .config import Wav2Vec2Config
 
 SAFE_WEIGHTS = "model.safetensors"
@@ -182,19 +182,6 @@ def export_state_dict(model, weight_norm_names: str = "legacy") -> dict:
     return out
 
 
-def _atomic_write(path, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_pretrained(model, path, safe_serialization: bool = True, weight_norm_names: str = "legacy") -> None:
     """Write ``path/config.json`` and ``path/model.safetensors`` (or ``pytorch_model.bin``, needs torch)."""
     os.makedirs(path, exist_ok=True)
@@ -208,16 +195,16 @@ def save_pretrained(model, path, safe_serialization: bool = True, weight_norm_na
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(values, indent=2, sort_keys=True) + "\n")
 
-    _atomic_write(config_path, write_config)
+    atomic_write(config_path, write_config)
     state = export_state_dict(model, weight_norm_names)
     if safe_serialization:
         from safetensors.numpy import save_file
 
-        _atomic_write(os.path.join(os.fspath(path), SAFE_WEIGHTS),
+        atomic_write(os.path.join(os.fspath(path), SAFE_WEIGHTS),
                       lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     else:
         torch = _torch()
         if torch is None:
             raise ImportError("safe_serialization=False writes pytorch_model.bin, which needs torch")
         tensors = {k: torch.from_numpy(v) for k, v in state.items()}
-        _atomic_write(os.path.join(os.fspath(path), TORCH_WEIGHTS), lambda tmp: torch.save(tensors, tmp))
+        atomic_write(os.path.join(os.fspath(path), TORCH_WEIGHTS), lambda tmp: torch.save(tensors, tmp))

@@ -12,20 +12,21 @@ import numpy as np
 from ... import backend
 
 
-def _set(param, values) -> None:
+def copy_(param, values) -> None:
+    """param = values (host values, cast to the parameter's dtype and moved to its device)."""
     param.data = backend.to_device(np.asarray(values, dtype=param.dtype), param.device)
 
 
 def normal_(param, rng: np.random.Generator, std: float, mean: float = 0.0) -> None:
     """param ~ N(mean, std^2)."""
-    _set(param, rng.normal(mean, std, size=param.shape))
+    copy_(param, rng.normal(mean, std, size=param.shape))
 
 
 def uniform_(param, rng: np.random.Generator, low: float, high: float) -> None:
     """param ~ U[low, high)."""
-    _set(param, rng.uniform(low, high, size=param.shape))
+    copy_(param, rng.uniform(low, high, size=param.shape))
 
 
 def constant_(param, value: float) -> None:
     """param = value everywhere (no draw)."""
-    _set(param, np.full(param.shape, value))
+    copy_(param, np.full(param.shape, value))

@@ -32,7 +32,7 @@ from .quantizer import GumbelVectorQuantizer
 # Outputs
 
 
-class _Output:
+class ModelOutput:
     """Dataclass outputs that also index like a dict (``out["loss"]``) and list their fields."""
 
     def __getitem__(self, key):
@@ -43,7 +43,7 @@ class _Output:
 
 
 @dataclass
-class Wav2Vec2BaseModelOutput(_Output):
+class Wav2Vec2BaseModelOutput(ModelOutput):
     last_hidden_state: Tensor = None             # (B, T, D), after the final LN of the pre-LN variant
     extract_features: Tensor = None              # (B, T, C) LayerNormed CNN features (quantiser input)
     hidden_states: tuple = None                  # input of layer 0, then each layer's output (transformers 5)
@@ -52,7 +52,7 @@ class Wav2Vec2BaseModelOutput(_Output):
 
 
 @dataclass
-class Wav2Vec2ForPreTrainingOutput(_Output):
+class Wav2Vec2ForPreTrainingOutput(ModelOutput):
     loss: Tensor = None                          # contrastive + a*diversity + b*penalty*N (a sum over masked frames)
     contrastive_loss: Tensor = None              # sum over the N masked frames of -log softmax(logits)[0]
     diversity_loss: Tensor = None                # (GV - perplexity) / GV * N (transformers' scaling)

@@ -12,46 +12,6 @@ layouts, when a softmax may skip its max-shift). Their defaults were measured on
     with fast.tuning(conv_layout="batch_major", conv_chunk_elements=1):
         y = F.conv1d(x, w)              # the batch-major GEMM layout, one kernel tap per chunk
 """
-from __future__ import annotations
+from .tuning import TUNING, Tuning, tuning  # noqa: F401
 
-import contextlib
-import dataclasses
-from dataclasses import dataclass
-
-
-@dataclass
-class Tuning:
-    # conv1d: "auto" multiplies long batched NumPy outputs one (batch, group) block at a time ("batch_major") and
-    # folds the batch into the GEMM's columns otherwise ("folded"); the kernel taps are turned into columns in
-    # chunks of about conv_chunk_elements, each summing over at least conv_min_reduction (channel, tap) pairs
-    conv_layout: str = "auto"
-    conv_long_output: int = 512
-    conv_chunk_elements: int = 1 << 24
-    conv_min_reduction: int = 512
-    # layer_norm / group_norm: rows are normalised in blocks of about this many elements (the passes over one
-    # block stay in the cache)
-    norm_block_elements: int = 1 << 17
-    # float32 GELU: elements per cache block
-    gelu_block_elements: int = 1 << 16
-    # softmax and attention on NumPy: skip the max-shift when every score is known to lie within +-60
-    skip_bounded_shift: bool = True
-
-
-TUNING = Tuning()
-
-
-@contextlib.contextmanager
-def tuning(**changes):
-    """Context manager: change some ``TUNING`` knobs inside it (unknown names raise ``TypeError``)."""
-    names = {f.name for f in dataclasses.fields(Tuning)}
-    unknown = set(changes) - names
-    if unknown:
-        raise TypeError(f"unknown tuning knobs {sorted(unknown)}; known: {sorted(names)}")
-    previous = {k: getattr(TUNING, k) for k in changes}
-    for k, v in changes.items():
-        setattr(TUNING, k, v)
-    try:
-        yield TUNING
-    finally:
-        for k, v in previous.items():
-            setattr(TUNING, k, v)
+from . import activation, attention, conv, cross_entropy, norm, softmax  # noqa: E402,F401  (each registers its tuned ops)

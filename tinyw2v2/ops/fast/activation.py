@@ -12,9 +12,10 @@ import math
 import numpy as np
 
 from ... import backend
-from ...backend import _AS_A, _AS_P, get_array_module
+from ...backend import ERF_AS_COEFFICIENTS, ERF_AS_P, get_array_module
 from .. import activation as reference
-from . import TUNING
+from ..dispatch import tuned
+from .tuning import TUNING
 
 # Phi from Abramowitz & Stegun 7.1.26 (the same form as backend.erf), fused into GELU. For a = |x|:
 #   1 - Phi(a) = Q(a) = P(t) exp(-a^2/2),  t = 1 / (1 + p a / sqrt2),  P(t) = sum_i (a_i/2) t^i,
@@ -23,8 +24,8 @@ from . import TUNING
 #   P(t) = h5 * t (t^4 + d4 t^3 + d3 t^2 + d2 t + d1),   h_i = a_i / 2, d_i = h_i / h5   (monic Horner)
 #   h5 exp(-a^2/2) = exp2(L - (s a)^2)  with s^2 = 1 / (2 ln 2), L = log2(h5)   (exp2 is ~2x cheaper than exp)
 _f32 = np.float32
-_H = [c / 2.0 for c in _AS_A]                               # h1..h5
-_R = _f32(math.sqrt(2.0) / _AS_P)
+_H = [c / 2.0 for c in ERF_AS_COEFFICIENTS]                               # h1..h5
+_R = _f32(math.sqrt(2.0) / ERF_AS_P)
 _D = [_f32(h / _H[4]) for h in _H[:4]]                      # d1..d4
 _S = _f32(math.sqrt(1.0 / (2.0 * math.log(2.0))))
 _L = _f32(math.log2(_H[4]))
@@ -90,6 +91,7 @@ def _gelu_float32(x, want_derivative):
     return y.reshape(x.shape), (None if d is None else d.reshape(x.shape))
 
 
+@tuned(reference.Gelu)
 class Gelu(reference.Gelu):
     """``ops.activation.Gelu`` with the fused float32 kernel above for the exact form; otherwise identical."""
 

@@ -23,7 +23,8 @@ import numpy as np
 
 from ...backend import get_array_module
 from .. import attention as reference
-from . import TUNING
+from ..dispatch import tuned
+from .tuning import TUNING
 
 _NO_SHIFT_BOUND = 60.0  # |S| <= 60 everywhere: exp(S) lies in [e^-60, e^60], no shift needed (float32 and 64)
 _LOG2E = 1.4426950408889634
@@ -52,6 +53,7 @@ def _scores_bounded(q, k, scale):
     return bool(qq * kk * scale ** 2 <= _NO_SHIFT_BOUND ** 2)  # False for inf / NaN too
 
 
+@tuned(reference.ScaledDotProductAttention)
 class ScaledDotProductAttention(reference.ScaledDotProductAttention):
     """``ops.attention.ScaledDotProductAttention``: O = (P * M) V, P = softmax(scale Q K^T masked to -inf), computed
     without ever normalising P.

@@ -14,7 +14,8 @@ from __future__ import annotations
 from ... import backend
 from ...backend import get_array_module
 from .. import conv as reference
-from . import TUNING, tuning
+from ..dispatch import tuned
+from .tuning import TUNING, tuning
 
 _KNOBS = ("conv_layout", "conv_long_output", "conv_chunk_elements", "conv_min_reduction")
 
@@ -100,6 +101,7 @@ def _conv(xpad, w, G, stride, dilation, T_out):
     return y
 
 
+@tuned(reference.Conv1d)
 class Conv1d(reference.Conv1d):
     """``ops.conv.Conv1d`` computed in chunks of taps, in the faster GEMM layout, with less memory.
 
@@ -122,7 +124,7 @@ class Conv1d(reference.Conv1d):
         B, C, T = x.shape
         O, Cg, K = w.shape
         G = groups
-        T_out = reference._output_length(x.shape, w.shape, stride, padding, dilation, groups)
+        T_out = reference.check_output_length(x.shape, w.shape, stride, padding, dilation, groups)
         left, right = padding
         Tp = T + left + right
 

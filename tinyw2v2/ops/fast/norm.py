@@ -20,7 +20,8 @@ from math import prod
 from ... import backend
 from ...backend import get_array_module
 from .. import norm as reference
-from . import TUNING
+from ..dispatch import tuned
+from .tuning import TUNING
 
 
 def _row_blocks(x, rows, n):
@@ -55,6 +56,7 @@ def _centre_rows(xb, out, ones, eps):
     return mu, 1.0 / xp.sqrt(var + eps)
 
 
+@tuned(reference.GroupNorm)
 class GroupNorm(reference.GroupNorm):
     """``ops.norm.GroupNorm`` (same inputs, values and gradients), in cache blocks of group rows.
 
@@ -141,6 +143,7 @@ class GroupNorm(reference.GroupNorm):
         return dx, dweight, dbias
 
 
+@tuned(reference.LayerNorm)
 class LayerNorm(reference.LayerNorm):
     """``ops.norm.LayerNorm`` (same inputs, values and gradients), in cache blocks of rows.
 

@@ -4,7 +4,7 @@ passes and no temporaries.
 - Each op allocates one full-size array (its output, or the gradient) and works in place on it (``out=``).
 - Row sums and row dot products are ``einsum`` contractions (``_rowsum``): no temporary for sum_j g_j y_j, and
   faster than ``sum`` on short rows.
-- On NumPy the max-shift is skipped when every |x| <= 60 (``_shifted_exp``; knob ``TUNING.skip_bounded_shift``).
+- On NumPy the max-shift is skipped when every |x| <= 60 (``shifted_exp``; knob ``TUNING.skip_bounded_shift``).
 
 ``Softmax``, ``LogSoftmax`` and ``LogSumExp`` equal the reference Functions of the same names (same forward, same
 backward, same -inf behaviour) up to rounding: ``tests/test_fast_ops.py`` on the gradient-check catalogue and
@@ -12,12 +12,16 @@ backward, same -inf behaviour) up to rounding: ``tests/test_fast_ops.py`` on the
 """
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 from ... import backend
 from ...backend import get_array_module
-from .. import softmax as reference
-from . import TUNING
+from ..dispatch import tuned
+from .tuning import TUNING
+
+reference = importlib.import_module("tinyw2v2.ops.softmax")   # the module (tinyw2v2.ops.softmax is also a function)
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _NO_SHIFT_BOUND = 60.0
@@ -33,7 +37,7 @@ def _rowsum(axis, *arrays):
     return xp.expand_dims(out, ax)  # (..., 1, ...)
 
 
-def _shifted_exp(x, axis):
+def shifted_exp(x, axis):
     """(m, e, s): the shift m, e = exp(x - m) (a fresh array) and s = sum_j e_j along ``axis``.
 
     m is the row max (0 for an all -inf row), except on NumPy when every entry lies in [-60, 60] (and
@@ -57,20 +61,21 @@ def _shifted_exp(x, axis):
 def _logsumexp(x, axis):
     """log sum_j exp(x_j) along ``axis`` (kept as size 1), shifting by the row max; -inf for all -inf rows."""
     xp = get_array_module(x)
-    m, _, s = _shifted_exp(x, axis)
+    m, _, s = shifted_exp(x, axis)
     with backend.errstate(xp, divide="ignore"):
         return m + xp.log(s)  # log(0) = -inf for an all -inf row
 
 
 def _softmax(x, axis):
     xp = get_array_module(x)
-    _, y, s = _shifted_exp(x, axis)
+    _, y, s = shifted_exp(x, axis)
     s += s == 0  # all -inf row: y is all 0, divide by 1 instead of 0
     xp.reciprocal(s, out=s)
     y *= s
     return y
 
 
+@tuned(reference.Softmax)
 class Softmax(reference.Softmax):
     """``ops.softmax.Softmax`` in place: y = e * (1 / s) on the exp buffer, dx = (g - rowsum(g, y)) * y."""
 
@@ -87,13 +92,14 @@ class Softmax(reference.Softmax):
         return dx
 
 
+@tuned(reference.LogSoftmax)
 class LogSoftmax(reference.LogSoftmax):
     """``ops.softmax.LogSoftmax`` with the output written into the exp buffer and an in-place backward."""
 
     def forward(self, x, axis=-1):
         xp = get_array_module(x)
         self.axis = axis
-        m, e, s = _shifted_exp(x, axis)
+        m, e, s = shifted_exp(x, axis)
         with backend.errstate(xp, divide="ignore"):
             lse = m + xp.log(s)  # (..., 1, ...)
         lse = xp.where(xp.isfinite(lse), lse, xp.zeros((), dtype=x.dtype))  # all -inf row stays -inf
@@ -111,6 +117,7 @@ class LogSoftmax(reference.LogSoftmax):
         return dx
 
 
+@tuned(reference.LogSumExp)
 class LogSumExp(reference.LogSumExp):
     """``ops.softmax.LogSumExp`` saving x and lse (no array of x's size), softmax recomputed in backward."""
 

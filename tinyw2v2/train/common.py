@@ -1,0 +1,151 @@
+"""What the pretraining and fine-tuning loops share: their error type, the guarded update, resume, the metrics log
+(one JSON line per logged step, training figures as means over the logging interval) and the BLAS thread limit.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend, optim
+from ..io import load_optimizer, read_checkpoint, write_text
+from ..tensor import Tensor
+
+SAMPLE_RATE = 16000
+
+
+def arg(default, help: str):
+    """A field of a run's argument dataclass with its command-line help (``tinyw2v2.cli`` builds the options)."""
+    if isinstance(default, (dict, list)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (NaN loss, bad data, mismatched checkpoint); the message says what to do."""
+
+
+def value_of(v) -> float:
+    """A Python float from a number or a 0-d array on any device (a sync point for a GPU array)."""
+    return v.item() if hasattr(v, "item") else float(v)
+
+
+class IntervalMeans:
+    """Training metrics averaged over the steps since the last logged line (fairseq logs the same way).
+
+    One batch of toy size is a noisy sample: a single crop full of silence can put many identical codes among the
+    negatives. Each value is weighted: loss, parts, perplexities and lr by step, accuracy by masked frames,
+    ``negatives_identical`` by sampled negatives; ``negatives_identical_batch_max`` keeps the worst single batch.
+    Values may be Tensors or 0-d device arrays: they are summed in float64 where they live and read once per
+    logged line, so the training step gains no host sync. The sums travel in the checkpoint, so a resumed run logs
+    exactly what the uninterrupted one does.
+    """
+
+    def __init__(self, state: dict | None = None):
+        self.sums, self.weights, self.maxima = ({}, {}, {}) if not state else (
+            dict(state["sums"]), dict(state["weights"]), dict(state["maxima"]))
+
+    def add(self, values: dict, weights: dict | None = None, maxima: tuple = ()):
+        values = {k: as_float64(v) for k, v in values.items()}
+        for k, v in values.items():
+            w = (weights or {}).get(k, 1.0)
+            self.sums[k] = self.sums.get(k, 0.0) + v * w
+            self.weights[k] = self.weights.get(k, 0.0) + w
+        for k in maxima:
+            v = values[k]
+            self.maxima[k] = v if k not in self.maxima else backend.get_array_module(v).maximum(self.maxima[k], v)
+
+    def pop(self) -> dict:
+        """The means (and maxima, as ``<name>_batch_max``) since the last pop; then start a new interval."""
+        means = {k: value_of(self.sums[k]) / self.weights[k] for k in self.sums if self.weights[k] > 0}
+        means.update({f"{k}_batch_max": value_of(v) for k, v in self.maxima.items()})
+        self.sums, self.weights, self.maxima = {}, {}, {}
+        return means
+
+    def state(self) -> dict:
+        """The running sums as JSON numbers (for the checkpoint)."""
+        return {"sums": {k: value_of(v) for k, v in self.sums.items()}, "weights": dict(self.weights),
+                "maxima": {k: value_of(v) for k, v in self.maxima.items()}}
+
+
+def as_float64(v):
+    """A Tensor, 0-d array or number as a float64 value to sum, left on its device."""
+    v = v.data if isinstance(v, Tensor) else v
+    return v.astype(np.float64) if hasattr(v, "astype") else float(v)
+
+
+def guarded_update(loss, params, opt, clip_norm, step: int, ckpt_path: Path, bar=None):
+    """backward, clip the global gradient norm, and take the optimiser step only if loss and norm are finite.
+
+    Returns (loss, norm) as floats: one host sync per step, which is what guards the update. A NaN or Inf raises
+    ``TrainingError`` before anything is changed, so the last checkpoint stays the last good state.
+    """
+    opt.zero_grad()
+    loss.backward()
+    norm = optim.clip_grad_norm_(params, clip_norm)
+    loss_value, norm_value = float(loss), float(norm)   # sync point: guard before the update
+    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+        if bar is not None:
+            bar.close()
+        raise TrainingError(
+            f"step {step}: the loss is {loss_value} (gradient norm {norm_value}); the update was not applied. "
+            f"The last good checkpoint is {ckpt_path if ckpt_path.exists() else 'not written yet'}. "
+            "Lower --lr or raise the warm-up, then --resume")
+    opt.step()
+    return loss_value, norm_value
+
+
+def restore_checkpoint(ckpt_path: Path, model, opt, config, log_path: Path, options: str,
+                       check_state=None) -> dict:
+    """``--resume``: load a run's checkpoint into the model and the optimiser and cut the metrics log back to its
+    step; returns the checkpoint's metadata. A checkpoint of another config is refused, naming ``options`` (the
+    command-line options that fix the config); ``check_state(state)`` may refuse it for a clearer reason before
+    the state is loaded."""
+    state, optim_arrays, meta = read_checkpoint(ckpt_path)
+    if meta["config"] != config.to_dict():
+        raise TrainingError(f"{ckpt_path}: the checkpoint was made with another model config; resume with the "
+                            f"same {options} options, or pick a new --out directory")
+    if check_state is not None:
+        check_state(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise TrainingError(f"{ckpt_path}: {e}") from None
+    load_optimizer(opt, optim_arrays, meta)
+    truncate_metrics(log_path, int(meta["step"]))
+    return meta
+
+
+def blas_threads(n):
+    """Limit the BLAS threads for the run (None: leave them as they are)."""
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=int(n), user_api="blas")
+
+
+
+# ----------------------------------------------------------------------------------------------
+# the metrics log
+
+
+def append_metrics(path, record) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep only the log lines up to ``step`` (a resumed run rewrites what came after its checkpoint)."""
+    if not path.exists():
+        return
+    lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+    write_text(path, "".join(l + "\n" for l in lines))
+
+
+def read_metrics(path) -> list:
+    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
