@@ -49,8 +49,8 @@ class PretrainArgs:
     minutes: float | None = arg(None, "training-time budget in minutes (evaluation not counted); the learning-rate "
                                       "and temperature schedules span it")
     batch_seconds: float = arg(24.0, "audio per batch, before cropping each batch to its shortest utterance")
-    crop_seconds: float = arg(2.0, "longest crop, in seconds")
-    lr: float = arg(1e-3, "peak learning rate")
+    crop_seconds: float = arg(1.0, "longest crop, in seconds")
+    lr: float = arg(2e-3, "peak learning rate")
     warmup: float = arg(0.08, "warm-up, as a fraction of the run")
     schedule: str = arg("linear", "linear (warm-up, then linear decay to 0) | constant (after the warm-up)")
     weight_decay: float = arg(0.01, "AdamW's decoupled weight decay")
