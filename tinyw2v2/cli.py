@@ -148,7 +148,7 @@ def _finetune(args) -> int:
 def _analyze(args) -> int:
     from .train.analyze import analyze
 
-    result = analyze(args.run, data=args.data, max_utterances=args.utterances, device=args.device)
+    result = analyze(args.run, data=args.data, max_utterances=args.utterances, device=args.device, out_dir=args.out)
     print(result["table"])
     print(f"plot: {result['plot']}")
     return 0
@@ -214,10 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(handler=_finetune)
 
     a = sub.add_parser("analyze", help="do the codes line up with phones? PNMI above chance, trained vs random init")
-    a.add_argument("run", help="a pretraining output directory or its checkpoint.npz")
+    a.add_argument("run", help="a pretraining output directory, its checkpoint.npz, or a transformers directory")
     a.add_argument("--data", help="a corpus split with alignments (default: the run's synthetic test split)")
     a.add_argument("--utterances", type=int, default=200, help="held-out utterances to analyse (200)")
     a.add_argument("--device", default="cpu")
+    a.add_argument("--out", help="where to write analysis.json and the plot (default: the run's directory)")
     a.set_defaults(handler=_analyze)
 
     e = sub.add_parser("evaluate", help="CER/WER of a fine-tuned model, per speaker, with the worst utterances")

@@ -50,23 +50,38 @@ def collect(model, dataset, max_utterances: int):
     return np.concatenate(phones), np.concatenate(codes)
 
 
-def analyze(run, data=None, max_utterances: int = 200, device: str = "cpu") -> dict:
+def _load(run):
+    """(trained model, config, the run's arguments, where to write) from a pretraining run directory, its
+    checkpoint.npz, or a transformers-format directory (config.json + model.safetensors)."""
     run = Path(run)
+    if not run.exists():
+        raise TrainingError(f"{run}: no such run directory or checkpoint")
+    if run.is_dir() and not (run / "checkpoint.npz").exists() and (run / "config.json").exists():
+        model = Wav2Vec2ForPreTraining.from_pretrained(run)
+        return model, model.config, {}, run
     ckpt = run / "checkpoint.npz" if run.is_dir() else run
-    out_dir = ckpt.parent
     state, _, meta = read_checkpoint(ckpt)
-    config = Wav2Vec2Config.from_dict(meta["config"]) if hasattr(Wav2Vec2Config, "from_dict") else Wav2Vec2Config(**meta["config"])
+    config = Wav2Vec2Config.from_dict(meta["config"])
     args = meta.get("args", {})
+    model = Wav2Vec2ForPreTraining(config, seed=args.get("seed", 0))
+    model.load_state_dict(state)
+    return model, config, args, ckpt.parent
+
+
+def analyze(run, data=None, max_utterances: int = 200, device: str = "cpu", out_dir=None) -> dict:
+    """PNMI and purities of the run's codes against the frames' phones, next to the same architecture at its random
+    initialisation; ``run``: a pretraining run (directory or checkpoint.npz) or a transformers-format directory
+    (then ``data`` defaults to data/synthetic/test). Writes analysis.json and plots/codes_vs_phones.png into
+    ``out_dir`` (default: the run's directory)."""
+    run = Path(run)
+    trained, config, args, out_dir_default = _load(run)
     if data is None:
         if args.get("data", "synthetic") != "synthetic":
-            raise TrainingError("this run did not use the synthetic corpus: pass --data with a corpus split that has "
-                                "phone alignments")
+            raise TrainingError(f"{run}: not a run on the synthetic corpus; pass --data with a corpus split that has "
+                                "phone alignments (e.g. data/synthetic/test)")
         data = Path(args.get("corpus_dir", "data/synthetic")) / "test"
     dataset = AudioDataset.from_path(data)
-
-    trained = Wav2Vec2ForPreTraining(config, seed=args.get("seed", 0))
     random_init = Wav2Vec2ForPreTraining(config, seed=args.get("seed", 0))  # the run's starting point
-    trained.load_state_dict(state)
     results, counts = {}, {}
     V, G = config.num_codevectors_per_group, config.num_codevector_groups
     for name, model in (("random init", random_init), ("trained", trained)):
@@ -86,6 +101,7 @@ def analyze(run, data=None, max_utterances: int = 200, device: str = "cpu") -> d
                           title=f"{name}: PNMI {s['pnmi']:.3f} - chance {s['chance_pnmi']:.3f} = "
                                 f"{s['pnmi'] - s['chance_pnmi']:.3f}, {s['codes_used']} codes")
     fig.tight_layout()
+    out_dir = Path(out_dir) if out_dir is not None else out_dir_default
     plot = out_dir / "plots" / "codes_vs_phones.png"
     plot.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(plot, dpi=100)

@@ -130,6 +130,28 @@ def blas_threads(n):
 
 
 
+class _NoBar:
+    """What a disabled progress bar does: nothing (and without importing tqdm, which warns in some notebooks)."""
+
+    def set_postfix(self, **_):
+        pass
+
+    def update(self, _=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def progress_bar(enabled: bool, **options):
+    """A tqdm progress bar (``options`` are tqdm's), or one that shows nothing."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(dynamic_ncols=True, **options)
+
+
 # ----------------------------------------------------------------------------------------------
 # the metrics log
 

@@ -45,8 +45,8 @@ from ..models.wav2vec2 import Wav2Vec2Config
 from ..models.wav2vec2.ctc import VocabularyMismatchError, Wav2Vec2ForCTC, vocabulary_mismatch
 from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
 from ..io import read_checkpoint, save_checkpoint
-from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, guarded_update, read_metrics,
-                     restore_checkpoint)
+from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, guarded_update, progress_bar,
+                     read_metrics, restore_checkpoint)
 from .corpus import prepare_corpus
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
 from .plots import plot_finetuning
@@ -355,6 +355,8 @@ def finetune(args: FinetuneArgs) -> dict:
         start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
         interval = IntervalMeans(meta.get("interval"))
         print(f"resumed from {ckpt_path} at step {start} ({train_seconds:.0f} s of training)")
+    elif args.resume:
+        print(f"--resume: no checkpoint in {out_dir}, so this run starts from scratch")
     elif log_path.exists():
         log_path.unlink()
     vocab.save(out_dir)
@@ -464,10 +466,7 @@ def _print_data_report(path, report, label_report, kept):
 
 
 def _progress(args, start):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=args.steps, initial=start, disable=not args.progress, desc="finetune", unit="step",
-                dynamic_ncols=True)
+    return progress_bar(args.progress, total=args.steps, initial=start, desc="finetune", unit="step")
 
 
 __all__ = ["FinetuneArgs", "FINETUNE_CONFIG", "TrainingError", "finetune", "choose_subset", "LabelledBatches",

@@ -28,7 +28,7 @@ from ..tensor import no_grad
 from .corpus import prepare_corpus
 from .plots import plot_pretraining
 from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, blas_threads, guarded_update,
-                     read_metrics, restore_checkpoint)
+                     progress_bar, read_metrics, restore_checkpoint)
 
 @dataclass
 class PretrainArgs:
@@ -363,12 +363,10 @@ def _pretrain(args: PretrainArgs) -> dict:
 
 
 def _progress(args, schedule, start, seconds):
-    """A tqdm bar over the steps, or over the seconds of a ``--minutes`` budget (then it shows the time left)."""
-    from tqdm.auto import tqdm
-
+    """A bar over the steps, or over the seconds of a ``--minutes`` budget (then it shows the time left)."""
     if schedule.budget:
-        return tqdm(total=round(schedule.budget), initial=min(seconds, schedule.budget), disable=not args.progress,
-                    desc="pretrain", unit="s", dynamic_ncols=True,
-                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of training, {remaining} left{postfix}")
-    return tqdm(total=args.steps, initial=start, disable=not args.progress, desc="pretrain", unit="step",
-                dynamic_ncols=True)
+        return progress_bar(args.progress, total=round(schedule.budget), initial=min(seconds, schedule.budget),
+                            desc="pretrain", unit="s",
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of training, {remaining} left"
+                                       "{postfix}")
+    return progress_bar(args.progress, total=args.steps, initial=start, desc="pretrain", unit="step")
