@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _emulated
 
-try:  # CuPy is optional: ``pip install tinyw2v2[gpu]``.
+try:  # CuPy is optional: ``pip install "tinyw2v2[cuda12]"`` or ``"tinyw2v2[cuda13]"``.
     import cupy as _cupy
     import cupyx as _cupyx
     import cupyx.scipy.special as _cupy_special
@@ -166,19 +166,23 @@ def scatter_add(target, indices, values) -> None:
 def sliding_window(x, window: int, step: int, axis: int = -1):
     """Read-only strided view of windows along ``axis``: (..., T, ...) -> (..., T_out, ..., window).
 
-    Window index is the last axis, T_out = (T - window) // step + 1 windows starting every ``step``.
+    Window index is the last axis, T_out = (T - window) // step + 1 windows starting every ``step``. Built with
+    ``as_strided`` from shapes and strides computed on the host, so that on CuPy it launches nothing and reads
+    nothing back (CuPy 14's ``sliding_window_view`` uploads the window shape and reads a value back: a sync).
     """
     xp = get_array_module(x)
     if xp is _emulated.xp:
         return _emulated.apply_host(lambda a: sliding_window(a, window, step, axis), x)
-    if xp is np:
-        view = np.lib.stride_tricks.sliding_window_view(x, window, axis=axis)
-    else:  # pragma: no cover - GPU only
-        view = _cupy.lib.stride_tricks.sliding_window_view(x, window, axis=axis)
     ax = axis % x.ndim
-    index = [slice(None)] * view.ndim
-    index[ax] = slice(None, None, step)
-    return view[tuple(index)]
+    T = x.shape[ax]
+    if window < 1 or window > T:
+        raise ValueError(f"sliding_window: window {window} does not fit an axis of length {T}")
+    count = (T - window) // step + 1
+    shape = x.shape[:ax] + (count,) + x.shape[ax + 1:] + (window,)
+    strides = x.strides[:ax] + (x.strides[ax] * step,) + x.strides[ax + 1:] + (x.strides[ax],)
+    if xp is np:
+        return np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
+    return _cupy.lib.stride_tricks.as_strided(x, shape=shape, strides=strides)  # pragma: no cover - GPU only
 
 
 # erf: exact (SciPy / cupyx) for float64, and a fast rational approximation for float32.

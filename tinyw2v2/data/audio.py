@@ -11,11 +11,21 @@ import os
 from math import gcd
 
 import numpy as np
-import soundfile as sf
 from scipy.signal import resample_poly
 
 DEFAULT_SR = 16000
 MIN_SAMPLES = 400  # one wav2vec 2.0 frame (receptive field, 25 ms at 16 kHz)
+
+
+def soundfile():
+    """The ``soundfile`` module (audio files through libsndfile), imported when audio is first read or written, so
+    that the rest of the library works without it; a clear error says how to install it."""
+    try:
+        import soundfile as sf
+    except (ImportError, OSError) as e:  # OSError: the wheel is there but libsndfile is not
+        raise AudioError(f"reading or writing audio files needs the soundfile package ({e}); install it with "
+                         "`pip install soundfile` (its wheels include libsndfile)") from None
+    return sf
 
 
 class AudioError(ValueError):
@@ -55,7 +65,7 @@ def audio_info(path) -> tuple:
     if os.path.getsize(path) == 0:
         raise AudioError(f"{path}: audio file is empty (0 bytes); remove it from the dataset")
     try:
-        info = sf.info(path)
+        info = soundfile().info(path)
     except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/TypeError for bad files
         raise AudioError(f"{path}: cannot read audio header ({_reason(e)}); the file is corrupt or not "
                          f"WAV/FLAC/OGG - re-encode it (e.g. ffmpeg -i IN -ar 16000 OUT.flac) "
@@ -84,7 +94,7 @@ def load_audio(path, target_sr: int = DEFAULT_SR, mono: str = "mean", normalize:
     if frames == 0:
         raise AudioError(f"{path}: audio file is empty (0 samples); remove it from the dataset")
     try:
-        x, sr = sf.read(path, dtype="float32", always_2d=True)
+        x, sr = soundfile().read(path, dtype="float32", always_2d=True)
     except Exception as e:
         raise AudioError(f"{path}: cannot decode audio ({_reason(e)}); the file is corrupt or "
                          f"truncated - re-encode it (e.g. ffmpeg -i IN -ar 16000 OUT.flac) "

@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from scipy.signal import butter, lfilter, sosfilt
+
+from .audio import soundfile
 
 SAMPLE_RATE = 16000
 HOP = 320                # wav2vec 2.0 feature-encoder stride (20 ms)
@@ -285,7 +286,7 @@ def _write_speaker(args):
         d = out / split / str(speaker_id) / str(chapter)
         d.mkdir(parents=True, exist_ok=True)
         uid = f"{speaker_id}-{chapter}-{u:04d}"
-        sf.write(d / f"{uid}.{fmt}", audio, SAMPLE_RATE, subtype="PCM_16", format=fmt.upper())
+        soundfile().write(d / f"{uid}.{fmt}", audio, SAMPLE_RATE, subtype="PCM_16", format=fmt.upper())
         trans.setdefault(d / f"{speaker_id}-{chapter}.trans.txt", []).append(f"{uid} {' '.join(kept)}\n")
         segments[uid] = np.asarray(segs, np.int32)
     for path, lines in trans.items():
