@@ -1,6 +1,8 @@
-"""CTC loss (tinyw2v2/ops/ctc.py): equal to torch.nn.functional.ctc_loss in value and gradient (float64),
-equal to a brute-force sum over every alignment, planted bugs caught, the same on every device.
-Gradient checks on awkward shapes live in tinyw2v2/checks/ctc.py (run by tests/test_gradchecks.py)."""
+"""CTC loss (tinyw2v2/ops/ctc.py, tuned: tinyw2v2/ops/fast/ctc.py): equal to torch.nn.functional.ctc_loss in value
+and gradient (float64), equal to a brute-force sum over every alignment, planted bugs caught, the same on every
+device; the tests that define the loss run on the reference and on the tuned Function (``impl``), and the two agree
+on a model-sized batch. Gradient checks on awkward shapes live in tinyw2v2/checks/ctc.py (run by
+tests/test_gradchecks.py and, reference against tuned, by tests/test_fast_ops.py)."""
 import itertools
 
 import numpy as np
@@ -9,9 +11,19 @@ import pytest
 import tinyw2v2 as tw
 from tinyw2v2 import backend, ops
 from tinyw2v2.gradcheck import GradcheckError
+from tinyw2v2.ops import ctc as reference
 from tinyw2v2.ops.ctc import CTCLoss, ctc_loss, ctc_posteriors
+from tinyw2v2.ops.dispatch import pick
+from tinyw2v2.ops.fast import ctc as tuned
 
 from conftest import torch_or_skip
+
+
+@pytest.fixture(params=["tuned", "reference"])
+def impl(request):
+    """Run the test with the tuned CTCLoss (the default) and with the reference one."""
+    with tw.reference_ops(request.param == "reference"):
+        yield request.param
 
 
 def log_softmax(x):
@@ -53,7 +65,7 @@ SITUATIONS = {
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("zero_infinity", [False, True])
 @pytest.mark.parametrize("name", list(SITUATIONS))
-def test_equals_torch_value_and_gradient(name, reduction, zero_infinity):
+def test_equals_torch_value_and_gradient(name, reduction, zero_infinity, impl):
     T, N, C, targets, il, tl = SITUATIONS[name]
     rng = np.random.default_rng(len(name))
     x = 2 * rng.standard_normal((T, N, C))
@@ -72,7 +84,7 @@ def test_equals_torch_value_and_gradient(name, reduction, zero_infinity):
         assert nan.any() and np.isinf(t_loss).any()  # the documented difference is still torch's behaviour
 
 
-def test_concatenated_targets_and_blank_not_zero():
+def test_concatenated_targets_and_blank_not_zero(impl):
     rng = np.random.default_rng(1)
     T, N, C = 8, 3, 5
     x = rng.standard_normal((T, N, C))
@@ -85,7 +97,7 @@ def test_concatenated_targets_and_blank_not_zero():
         np.testing.assert_allclose(grad, t_grad, rtol=1e-10, atol=1e-12)
 
 
-def test_unbatched_input():
+def test_unbatched_input(impl):
     torch = torch_or_skip()
     rng = np.random.default_rng(2)
     x = log_softmax(rng.standard_normal((6, 4)))
@@ -95,7 +107,7 @@ def test_unbatched_input():
     assert loss.shape == () and np.isclose(loss.item(), t.item(), rtol=1e-12)
 
 
-def test_raw_log_probs_gradient_is_torch_minus_its_softmax_term():
+def test_raw_log_probs_gradient_is_torch_minus_its_softmax_term(impl):
     """On free (unnormalised) log_probs, ours is d loss / d log_probs; torch's kernel adds exp(log_probs) * g[n]
     on each sample's real frames. Through log_softmax the two agree (tested above)."""
     rng = np.random.default_rng(3)
@@ -122,7 +134,7 @@ def brute_force(log_probs, target, blank=0):
     return -np.log(total) if total > 0 else np.inf
 
 
-def test_equals_brute_force_sum_over_alignments():
+def test_equals_brute_force_sum_over_alignments(impl):
     """The definition itself, independent of torch: T=6, C=3 has 729 paths."""
     rng = np.random.default_rng(4)
     x = log_softmax(rng.standard_normal((6, 5, 3)))
@@ -134,7 +146,7 @@ def test_equals_brute_force_sum_over_alignments():
     assert np.isinf(loss[4])  # [1, 1, 1] needs 5 frames: no alignment in 4
 
 
-def test_posteriors_sum_to_one_per_frame():
+def test_posteriors_sum_to_one_per_frame(impl):
     """sum_c dloss/dlog_probs[t, n, c] = -g[n] on real frames (the state posteriors sum to 1), 0 after."""
     rng = np.random.default_rng(5)
     x = log_softmax(rng.standard_normal((10, 3, 6)))
@@ -160,7 +172,7 @@ def brute_force_posteriors(log_probs, target, blank=0):
     return gamma / gamma[0].sum()
 
 
-def test_posteriors_equal_brute_force_and_the_gradient():
+def test_posteriors_equal_brute_force_and_the_gradient(impl):
     """ctc_posteriors: the lattice occupancy of the definition (729 paths each), 1 per real frame, 0 on padding
     frames, padded states and impossible rows; summed per class it is minus the loss's gradient."""
     rng = np.random.default_rng(10)
@@ -185,7 +197,7 @@ def test_posteriors_equal_brute_force_and_the_gradient():
     np.testing.assert_allclose(one, gamma[0], atol=1e-15)
 
 
-def test_no_grad_forward_meets_in_the_middle_and_equals_the_full_forward():
+def test_no_grad_forward_meets_in_the_middle_and_equals_the_full_forward(impl):
     rng = np.random.default_rng(6)
     for T in (1, 2, 7, 8, 30):
         x = log_softmax(rng.standard_normal((T, 3, 5)))
@@ -196,7 +208,7 @@ def test_no_grad_forward_meets_in_the_middle_and_equals_the_full_forward():
         np.testing.assert_allclose(half, full, rtol=1e-12)
 
 
-def test_float32_long_peaked_sequence_stays_accurate():
+def test_float32_long_peaked_sequence_stays_accurate(impl):
     """Log space keeps float32 finite and accurate where probabilities underflow (loss in the thousands)."""
     rng = np.random.default_rng(7)
     T, N, C, S = 400, 2, 30, 60
@@ -214,7 +226,7 @@ def test_float32_long_peaked_sequence_stays_accurate():
     np.testing.assert_allclose(t.grad, g64, atol=3e-3)
 
 
-def test_device_float32_equals_cpu(device):
+def test_device_float32_equals_cpu(device, impl):
     rng = np.random.default_rng(8)
     x = log_softmax(rng.standard_normal((13, 4, 7))).astype(np.float32)
     targets = np.array([[1, 1, 2, 6], [3, 0, 0, 0], [5, 4, 5, 4], [2, 2, 2, 2]])
@@ -232,34 +244,116 @@ def test_device_float32_equals_cpu(device):
     assert np.isinf(results["cpu"][0][3]) and (results["cpu"][1][:, 3] == 0).all()
 
 
-class ForgetsTheDoubleEmission(CTCLoss):
+def forgets_the_double_emission(base):
     """alpha and beta both include y[t, s]: dropping the division by it is the classic CTC backward bug."""
 
-    def backward(self, g):
-        self.E = self.E * 0
-        return CTCLoss.backward(self, g)
+    class ForgetsTheDoubleEmission(base):
+        def backward(self, g):
+            self.E = self.E * 0
+            return base.backward(self, g)
+
+    return ForgetsTheDoubleEmission
 
 
-class ForgetsTheTargetLength(CTCLoss):
+def forgets_the_target_length(base):
     """'mean' divides each loss by its target length before averaging: a backward that only divides by N."""
 
-    def backward(self, g):
-        if self.scale is not None:
-            self.scale = self.scale * 0 + 1 / self.scale.shape[0]
-        return CTCLoss.backward(self, g)
+    class ForgetsTheTargetLength(base):
+        def backward(self, g):
+            if self.scale is not None:
+                self.scale = self.scale * 0 + 1 / self.scale.shape[0]
+            return base.backward(self, g)
+
+    return ForgetsTheTargetLength
 
 
-@pytest.mark.parametrize("bug", [ForgetsTheDoubleEmission, ForgetsTheTargetLength])
-def test_planted_bug_is_caught(bug, monkeypatch):
+@pytest.mark.parametrize("base", [reference.CTCLoss, tuned.CTCLoss], ids=["reference", "tuned"])
+@pytest.mark.parametrize("bug", [forgets_the_double_emission, forgets_the_target_length])
+def test_planted_bug_is_caught(bug, base, monkeypatch):
     import tinyw2v2.ops.ctc as module
 
-    monkeypatch.setattr(module, "CTCLoss", bug)
+    monkeypatch.setattr(module, "CTCLoss", bug(base))  # pick() runs an unregistered class as it is
     rng = np.random.default_rng(9)
     x = rng.standard_normal((6, 2, 4))
     with pytest.raises(GradcheckError):
         tw.gradcheck(lambda a: module.ctc_loss(a, np.array([[1, 1, 2], [3, 0, 0]]), [6, 5], [3, 1]), x)
     monkeypatch.undo()
-    assert tw.gradcheck(lambda a: ctc_loss(a, np.array([[1, 1, 2], [3, 0, 0]]), [6, 5], [3, 1]), x)
+    with tw.reference_ops(base is reference.CTCLoss):
+        assert tw.gradcheck(lambda a: ctc_loss(a, np.array([[1, 1, 2], [3, 0, 0]]), [6, 5], [3, 1]), x)
+
+
+def test_the_tuned_ctc_loss_is_the_default():
+    assert pick(CTCLoss) is tuned.CTCLoss and issubclass(tuned.CTCLoss, CTCLoss)
+    with tw.reference_ops():
+        assert pick(CTCLoss) is CTCLoss
+
+
+def _loss_and_grad(x, targets, il, tl, v, reference_ops, through_log_softmax, **kw):
+    t = tw.tensor(x, requires_grad=True, dtype=x.dtype)
+    with tw.reference_ops(reference_ops):
+        loss = ctc_loss(ops.log_softmax(t, -1) if through_log_softmax else t, targets, il, tl, **kw)
+        upstream = (v if loss.ndim else v[0]).astype(x.dtype)  # inf * upstream is inf: the backward still runs
+        (loss * tw.tensor(upstream, dtype=x.dtype)).sum().backward()
+    return loss.numpy(), t.grad
+
+
+@pytest.mark.parametrize("through_log_softmax", [True, False], ids=["log_softmax", "free"])
+@pytest.mark.parametrize("zero_infinity", [False, True])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_reference_and_tuned_agree_at_a_model_like_size(reduction, zero_infinity, through_log_softmax):
+    """float64, T=60, N=4, C=12: targets of 0..15 labels with repeats, varied input lengths, one impossible row."""
+    rng = np.random.default_rng(11)
+    T, N, C, S = 60, 4, 12, 15
+    x = 3 * rng.standard_normal((T, N, C))
+    targets = rng.integers(1, C, (N, S))
+    targets[1, 4:8] = targets[1, 3]                    # a run of five equal labels: a blank between each
+    targets[2, :6] = [7, 7, 2, 2, 9, 9]
+    targets[3, :10] = [4, 4, 4, 4, 4, 5, 5, 5, 5, 5]   # 10 labels and 8 repeats need 18 frames: 12 are too few
+    tl = np.array([0, 15, 6, 10])
+    il = np.array([60, 51, 37, 12])
+    v = rng.standard_normal(N)
+    kw = {"reduction": reduction, "zero_infinity": zero_infinity}
+    ref_loss, ref_grad = _loss_and_grad(x, targets, il, tl, v, True, through_log_softmax, **kw)
+    loss, grad = _loss_and_grad(x, targets, il, tl, v, False, through_log_softmax, **kw)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-12, atol=1e-12)  # inf in the same places
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    assert np.isfinite(grad).all() and (grad[:, 3] == 0).all()  # the impossible row has no gradient
+    assert (grad[il[2]:, 2] == 0).all() and np.abs(grad[:il[2], 2]).sum() > 0  # padding frames: none either
+    if reduction == "none":
+        assert (loss[3] == 0) if zero_infinity else np.isinf(loss[3])
+        assert np.isfinite(loss[:3]).all() and loss[0] > 0
+    lp = log_softmax(x) if through_log_softmax else x
+    with tw.reference_ops():
+        ref_gamma = ctc_posteriors(lp, targets, il, tl)
+    np.testing.assert_allclose(ctc_posteriors(lp, targets, il, tl), ref_gamma, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reference_and_tuned_agree_on_edge_cases(dtype):
+    """Zero-length inputs (empty and non-empty targets), log(0) = -inf entries, a blank that is not 0, float32."""
+    rng = np.random.default_rng(12)
+    T, N, C = 8, 4, 5
+    x = log_softmax(rng.standard_normal((T, N, C)))
+    x[2:5, 1, 2] = -np.inf                             # class 2 impossible on three frames of row 1
+    x = x.astype(dtype)
+    targets = np.array([[1, 2], [2, 1], [0, 0], [3, 3]])
+    il, tl = np.array([8, 8, 0, 0]), np.array([2, 2, 0, 1])  # row 2: no frames, no labels (loss 0); row 3: impossible
+    v = rng.standard_normal(N)
+    for reduction in ("none", "sum", "mean"):
+        kw = {"reduction": reduction, "zero_infinity": True, "blank": 4}
+        ref_loss, ref_grad = _loss_and_grad(x, targets, il, tl, v, True, False, **kw)
+        loss, grad = _loss_and_grad(x, targets, il, tl, v, False, False, **kw)
+        tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+        np.testing.assert_allclose(loss, ref_loss, **tol)
+        np.testing.assert_allclose(grad, ref_grad, **tol)
+        assert np.isfinite(grad).all() and (grad[:, 2:] == 0).all()
+        if reduction == "none":
+            assert loss[2] == 0 and loss[3] == 0 and np.isfinite(loss).all()
+    with tw.reference_ops():
+        ref_gamma = ctc_posteriors(x, targets, il, tl, blank=4)
+    gamma = ctc_posteriors(x, targets, il, tl, blank=4)
+    np.testing.assert_allclose(gamma, ref_gamma, rtol=1e-5 if dtype == np.float32 else 1e-10, atol=1e-6)
+    assert (gamma[2:] == 0).all() and gamma.dtype == dtype
 
 
 def test_bad_inputs_are_refused():

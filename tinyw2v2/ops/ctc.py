@@ -10,6 +10,10 @@ S the longest target, L = 2S + 1 the length of the blank-extended label sequence
 Tn = input_lengths[n], Sn = target_lengths[n], Ln = 2Sn + 1. Everything is in log space; "-inf" is the
 finite sentinel NEG = -1e30 (exp(NEG) = 0 in float32 and float64), so that sums and differences of
 impossible entries never make NaN.
+The reference ``CTCLoss`` below is the page's formulas: the alpha recursion over the frames on (N, L) arrays, the
+beta recursion the same way backwards, the per-utterance lengths as masks. The tuned one (the default) is
+``ops.fast.ctc.CTCLoss``: alpha and beta in one flat recursion over 2N rows, virtual frames instead of masks, and
+a no-grad forward that stops halfway.
 """
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ import numpy as np
 from .. import backend
 from ..backend import get_array_module
 from ..tensor import Function, Tensor, no_grad
+from .dispatch import pick
+from .shape import reshape
 
-NEG = -1e30        # log(0): finite, so that NEG + NEG - NEG stays NEG (no inf - inf = NaN)
-_IMPOSSIBLE = -1e29  # a log-likelihood below this is log(0): no alignment exists
+NEG = -1e30         # log(0): finite, so that NEG + NEG - NEG stays NEG (no inf - inf = NaN)
+IMPOSSIBLE = -1e29  # a log-likelihood below this is log(0): no alignment exists
 
 
-def _extend(targets, target_lengths, blank, xp):
+def extend_labels(targets, target_lengths, blank, xp):
     """The blank-extended labels and where a skip (s-2 -> s) is allowed.
 
     ext[n, 2j+1] = targets[n, j] for j < Sn, blank everywhere else               (N, L)
@@ -40,77 +46,62 @@ def _extend(targets, target_lengths, blank, xp):
     return ext, skip
 
 
-def _logsumexp_rows(x):
-    """log sum_s exp(x[n, s]) for (N, L) -> (N,), shifted by the row max (rows of NEG stay about NEG)."""
+def _shift(a, k):
+    """out[n, s] = a[n, s - k] where 0 <= s - k < L, else NEG: k > 0 reads k states to the left, k < 0 to the right."""
+    xp = get_array_module(a)
+    L = a.shape[1]
+    out = xp.full_like(a, NEG)  # (N, L)
+    if k >= 0:
+        out[:, k:] = a[:, :max(L - k, 0)]
+    else:
+        out[:, :max(L + k, 0)] = a[:, -k:]
+    return out
+
+
+def _logsumexp3(z0, z1, z2):
+    """logsumexp(z0, z1, z2) elementwise: m + log(exp(z0 - m) + exp(z1 - m) + exp(z2 - m)), m = max(z0, z1, z2)."""
+    xp = get_array_module(z0)
+    m = xp.maximum(xp.maximum(z0, z1), z2)
+    return m + xp.log(xp.exp(z0 - m) + xp.exp(z1 - m) + xp.exp(z2 - m))
+
+
+def logsumexp_states(x):
+    """log sum_s exp(x[n, s]): (N, L) -> (N,), shifted by the row max (a row of NEG gives about NEG)."""
     xp = get_array_module(x)
     m = x.max(axis=1, keepdims=True)  # (N, 1)
-    return (m + xp.log(xp.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]
-
-
-def _recursion(E, mask, start):
-    """The alpha recursion in log space for R rows at once; the only Python loop is over time.
-
-    The R rows of L states live in one flat line of M = R * (L + 2) cells: row r holds two padding cells
-    and then its states, state s of row r at cell r (L + 2) + 2 + s. So the three states a state s reads
-    (s-2, s-1, s) are the three cells before and at its own, for every row at once, and each step works on
-    contiguous arrays. Padding cells have E = NEG: they stay about NEG and feed nothing.
-
-    E (K, M) emissions (log y) per step and cell, mask (M,): 0 where the skip s-2 -> s is allowed, NEG where
-    not; start (R,): the cell where each row starts. With alpha[-1] = 0 at the start cell, NEG elsewhere:
-        alpha[t, j] = E[t, j] + logsumexp(alpha[t-1, j-2] + mask[j], alpha[t-1, j-1], alpha[t-1, j])
-    Returns A (K+1, 2+M): A[t+1, 2:] = alpha[t], A[:, :2] = NEG (what cells 0 and 1 read as j-2, j-1).
-    """
-    xp = get_array_module(E)
-    K, M = E.shape
-    A = xp.empty((K + 1, 2 + M), dtype=E.dtype)  # (K+1, 2+M): the loop fills A[1:, 2:]
-    A[:, :2] = NEG
-    A[0] = NEG
-    A[0, 2 + start] = 0  # alpha[-1]: a virtual state before frame 0
-    taps = backend.sliding_window(A, 3, 1, axis=1)  # (K+1, M, 3): taps[t, j, k] = A[t, j+k] = alpha[t-1, j-2+k]
-    taps = xp.moveaxis(taps, 2, 1)  # (K+1, 3, M), still a view of A
-    mask3 = xp.zeros((3, M), dtype=E.dtype)  # (3, M): only the skip tap k = 0 is masked
-    mask3[0] = mask
-    out = A[:, 2:]  # (K+1, M), a view: out[t+1] = alpha[t]
-    Z = xp.empty((3, M), dtype=E.dtype)  # fresh temporaries, reused every step
-    Z0, Z1, Z2 = Z
-    m = xp.empty(M, dtype=E.dtype)
-    s = xp.empty(M, dtype=E.dtype)
-    for t in range(K):  # 10 in-place calls on contiguous arrays per frame
-        xp.add(taps[t], mask3, out=Z)      # Z[k, j] = alpha[t-1, j-2+k] (+ NEG for a forbidden skip)
-        xp.maximum(Z0, Z1, out=m)
-        xp.maximum(m, Z2, out=m)           # m = max_k Z[k]: the shift that keeps exp from overflowing
-        xp.subtract(Z, m, out=Z)
-        xp.exp(Z, out=Z)
-        xp.add(Z0, Z1, out=s)
-        xp.add(s, Z2, out=s)               # s = sum_k exp(Z[k] - m), in [1, 3]
-        xp.log(s, out=s)
-        xp.add(s, m, out=s)                # logsumexp_k Z[k]
-        xp.add(s, E[t], out=out[t + 1])    # alpha[t] = E[t] + logsumexp
-    return A
+    return (m + xp.log(xp.exp(x - m).sum(axis=1, keepdims=True)))[:, 0]  # (N, 1) -> (N,)
 
 
 class CTCLoss(Function):
     """loss[n] = -log p(l_n | x_n),  p = sum over alignments pi (length Tn, collapsing to l_n) of prod_t y[t, n, pi_t]
 
     log_probs (T, N, C) -> loss (N,), reduced by ``reduction``; targets padded (N, S) int, lengths (N,) int.
+    ext, skip (N, L) from ``extend_labels``; E[t, n, s] = log_probs[t, n, ext[n, s]] (T, N, L); frame[t, n] = t < Tn.
 
-    forward (docs/ctc.md, sections 1-3):
-        E[t, n, s] = log_probs[t, n, ext[n, s]]  for t < Tn;  for t >= Tn a virtual frame that only the final
-                     blank emits: E[t, n, s] = 0 if s = Ln - 1 else NEG (it leaves every sum unchanged)
-        alpha      = _recursion(E, skip, start at s = 0)                                       (T, N, L)
-        beta       = the same recursion on the time- and label-reversed problem, in the same loop:
-                     beta[t, n, s] = alpha_rev[T-1-t, n, L-1-s]  (includes the emission at t, like alpha)
-        log p[n]   = logsumexp_s(alpha[t, n, s] + beta[t, n, s] - E[t, n, s])   for any t
+    forward (docs/ctc.md, sections 2-3), all in log space, one (N, L) array per frame:
+        alpha[-1, n, s] = 0 if s = 0 else NEG                                   (the virtual start)
+        alpha[t, n, s]  = E[t, n, s] + logsumexp(alpha[t-1, n, s], alpha[t-1, n, s-1],
+                                                 alpha[t-1, n, s-2] + mask[n, s])        for t < Tn     (3)
+                          NEG                                                            for t >= Tn
+                          (mask = 0 where skip[n, s], NEG elsewhere)
+        log p[n]        = logsumexp(alpha[Tn-1, n, Ln-1], alpha[Tn-1, n, Ln-2])   (alpha[-1] if Tn = 0)   (2)
+        beta[Tn, n, s]  = 0 if s = Ln - 1 else NEG                              (the virtual end)
+        beta[t, n, s]   = E[t, n, s] + logsumexp(beta[t+1, n, s], beta[t+1, n, s+1],
+                                                 beta[t+1, n, s+2] + mask[n, s+2])       for t < Tn     (4)
+                          NEG                                                            for t >= Tn
+        loss[n]         = -log p[n], inf where log p[n] < IMPOSSIBLE (0 with zero_infinity)
     backward (section 4):
-        gamma[t, n, s] = exp(alpha + beta - E - log p[n])   the posterior of state s at frame t  (T, N, L)
+        gamma[t, n, s]      = exp(alpha + beta - E - log p[n])   the posterior of state s at frame t  (T, N, L)
         dlog_probs[t, n, c] = -g[n] * sum_{s: ext[n, s] = c} gamma[t, n, s]  for t < Tn, else 0    (T, N, C)
-                              (one batched matmul with the one-hot onehot[n, s, c] = [ext[n, s] = c])
-    where g[n] is the upstream gradient of loss[n] (after the reduction's 1/N and 1/max(Sn, 1)).
+    where g[n] is the upstream gradient of loss[n] (after the reduction's 1/N and 1/max(Sn, 1)), and 0 for an
+    impossible sequence (log p[n] is replaced by 0 there, so gamma is exp(about NEG) = 0, not NaN).
     This is the derivative with respect to log_probs as free inputs. torch's native kernel returns
     exp(log_probs) * g[n] more (for t < Tn): the same gradient once it goes through log_softmax, whose
     backward removes exactly that term (docs/ctc.md, section 5).
     Impossible alignments: loss = inf (0 with zero_infinity) and a zero gradient (torch gives NaN there
     unless zero_infinity).
+    Saved: alpha, beta, E (T, N, L), ext (N, L), frame (T, N), scale (N,) or None, logp, possible (N,), C.
+    The tuned version is ``ops.fast.ctc.CTCLoss``.
     """
 
     def forward(self, log_probs, targets=None, input_lengths=None, target_lengths=None, blank=0,
@@ -118,52 +109,31 @@ class CTCLoss(Function):
         xp = get_array_module(log_probs)
         dtype = log_probs.dtype
         T, N, C = log_probs.shape
-        ext, skip = _extend(targets, target_lengths, blank, xp)  # (N, L), (N, L)
+        ext, skip = extend_labels(targets, target_lengths, blank, xp)  # (N, L), (N, L)
         L = ext.shape[1]
-        P = L + 2  # cells per row in the flat layout (two padding cells, then the L states)
-        ext_len = 2 * target_lengths + 1  # (N,) Ln
         n_idx = xp.arange(N)  # (N,)
+        ext_len = 2 * target_lengths + 1  # (N,) Ln
+        frame = xp.arange(T)[:, None] < input_lengths[None, :]  # (T, N): real frames t < Tn
+        E = log_probs[:, n_idx[:, None], ext]  # (T, N, C) -> (T, N, L): E[t, n, s] = log_probs[t, n, ext[n, s]]
+        E = xp.maximum(E, NEG)  # log(0) = -inf from the caller becomes the finite NEG
+        mask = xp.where(skip, 0, NEG).astype(dtype)  # (N, L): mask[n, s] of (3)
+        mask_next = _shift(mask, -2)  # (N, L): mask_next[n, s] = mask[n, s+2], the skip s -> s+2 of (4)
+        s_idx = xp.arange(L)[None, :]  # (1, L)
+        final = (s_idx == ext_len[:, None] - 1) | (s_idx == ext_len[:, None] - 2)  # (N, L): states Ln-1, Ln-2
 
-        # Frames t >= Tn become virtual frames that only the final blank emits, with probability 1: the sums
-        # over alignments do not change, and every row runs the same T steps. To gather that in one go, the
-        # final blank reads an extra class C (a copy of the blank on real frames, log 1 = 0 on virtual ones)
-        # and the padding cells read a class C+1 that is always NEG.
-        frame = xp.arange(T)[:, None] < input_lengths[None, :]  # (T, N): real frames
-        lpx = xp.empty((T, N, C + 2), dtype=dtype)  # (T, N, C+2)
-        lpx[:, :, :C] = log_probs
-        lpx[:, :, C] = log_probs[:, :, blank]
-        lpx[:, :, C + 1] = NEG
-        virtual = xp.full(C + 2, NEG, dtype=dtype)  # (C+2,): a virtual frame: NEG for every class but ...
-        virtual[C] = 0  # ... the final blank
-        lpx = xp.where(frame[:, :, None], lpx, virtual)  # (T, N, C+2)
-        xp.maximum(lpx, NEG, out=lpx)  # log(0) = -inf from the caller becomes the finite NEG
-        cls = xp.full((N, P), C + 1, dtype=xp.int64)  # (N, P): the class each cell reads
-        cls[:, 2:] = ext
-        cls[n_idx, 2 + ext_len - 1] = C  # the final blank, state Ln - 1
-
-        # Both recursions in one loop over R = 2N rows: alpha on the first N rows, and on the other N the alpha
-        # of the time- and label-reversed problem, which is beta. The loop costs about the same for 2N rows as
-        # for N. Without a gradient only log p is needed, from any one frame t: the two recursions meet in the
-        # middle after T // 2 + 1 steps each.
-        K = T if self._recording else T // 2 + 1  # steps of each recursion; frame t = K - 1 has both
-        cls_rev = xp.full((N, P), C + 1, dtype=xp.int64)  # (N, P): labels reversed, padding cells first
-        cls_rev[:, 2:] = cls[:, 2:][:, ::-1]
-        lp_rows = xp.concatenate([lpx[:K], lpx[::-1][:K]], axis=1)  # (K, 2N, C+2): frames, then frames reversed
-        flat = (xp.arange(2 * N)[:, None] * (C + 2) + xp.concatenate([cls, cls_rev], axis=0)).reshape(-1)  # (2N*P,)
-        E_flat = xp.take(lp_rows.reshape(K, 2 * N * (C + 2)), flat, axis=1)  # (K, 2N*P): E in the flat layout
-        skip_rev = xp.zeros_like(skip)  # (N, L): skip_rev[s'] = skip[L+1-s'], the skip s -> s+2 seen backwards
-        skip_rev[:, 2:] = skip[:, ::-1][:, :L - 2]
-        mask = xp.full((2 * N, P), NEG, dtype=dtype)  # (2N, P)
-        mask[:, 2:] = xp.where(xp.concatenate([skip, skip_rev], axis=0), 0, NEG)
-        start = xp.concatenate([n_idx * P + 2, (N + n_idx) * P + 2 + (L - ext_len)])  # (2N,): state 0, state L - Ln
-        A = _recursion(E_flat, mask.reshape(-1), start)  # (K+1, 2 + 2N*P)
-        A = A[:, 2:].reshape(K + 1, 2 * N, P)[:, :, 2:]  # (K+1, 2N, L): A[t+1] = alpha[t], alpha_rev[t]
-        E = E_flat.reshape(K, 2 * N, P)[:, :N, 2:]  # (K, N, L): E[t, n, s] = log y[t, n, ext[n, s]], virtual frames too
-        t = K - 1
-        alpha_t = A[t + 1, :N]  # (N, L)
-        beta_t = A[T - t, N:, ::-1]  # (N, L): beta[t] = alpha_rev[T-1-t] reversed along s
-        logp = _logsumexp_rows(alpha_t + beta_t - E[t])  # (N,): the emission at t is in both, count it once
-        possible = logp > _IMPOSSIBLE  # (N,)
+        # alpha: forwards over the frames; each sequence's last real alpha gives log p (2)
+        start = xp.full((N, L), NEG, dtype=dtype)  # (N, L): alpha[-1], log 1 in state 0
+        start[:, 0] = 0
+        alpha = xp.full((T, N, L), NEG, dtype=dtype)  # (T, N, L)
+        prev, last = start, start
+        for t in range(T):
+            a = E[t] + _logsumexp3(prev, _shift(prev, 1), _shift(prev, 2) + mask)  # (N, L): (3)
+            real = frame[t][:, None]  # (N, 1)
+            alpha[t] = xp.where(real, a, NEG)
+            last = xp.where(real, a, last)  # alpha[Tn-1] once frame t = Tn-1 is past
+            prev = alpha[t]
+        logp = logsumexp_states(xp.where(final, last, NEG))  # (N,): log(alpha[Tn-1, Ln-1] + alpha[Tn-1, Ln-2])
+        possible = logp > IMPOSSIBLE  # (N,)
         loss = xp.where(possible, -logp, xp.inf).astype(dtype)  # (N,)
         if zero_infinity:
             loss = xp.where(possible, loss, 0).astype(dtype)
@@ -181,9 +151,17 @@ class CTCLoss(Function):
             raise ValueError(f"ctc_loss: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
 
         if self._recording:
-            self.alpha = A[1:, :N]  # (T, N, L)
-            self.beta = A[1:, N:][::-1, :, ::-1]  # (T, N, L), a view: beta[t, n, s] = alpha_rev[T-1-t, n, L-1-s]
-            self.E, self.ext, self.frame, self.scale = E, ext, frame, scale
+            # beta: backwards over the frames, from the virtual end beta[Tn] of each sequence (4)
+            end = xp.full((N, L), NEG, dtype=dtype)  # (N, L): beta[Tn], log 1 in the final blank Ln - 1
+            end[n_idx, ext_len - 1] = 0
+            beta = xp.full((T, N, L), NEG, dtype=dtype)  # (T, N, L)
+            nxt = end
+            for t in reversed(range(T)):
+                b = E[t] + _logsumexp3(nxt, _shift(nxt, -1), _shift(nxt, -2) + mask_next)  # (N, L): (4)
+                real = frame[t][:, None]  # (N, 1)
+                beta[t] = xp.where(real, b, NEG)
+                nxt = xp.where(real, b, end)  # frames t >= Tn: the frame after t - 1 is still the virtual end
+            self.alpha, self.beta, self.E, self.ext, self.frame, self.scale = alpha, beta, E, ext, frame, scale
             self.logp = xp.where(possible, logp, 0).astype(dtype)  # (N,): 0 where impossible (gamma is 0 there)
             self.possible = possible
             self.C = C
@@ -193,30 +171,35 @@ class CTCLoss(Function):
     def posteriors(self):
         """gamma[t, n, s] = exp(alpha + beta - E - log p[n]) (T, N, L), after a recording forward.
 
-        The posterior of state s at frame t: sums to 1 over s on real frames t < Tn (1 in the final blank on
-        virtual frames t >= Tn), 0 in padded states s >= Ln, and about 0 everywhere for an impossible sequence.
+        The posterior of state s at frame t: sums to 1 over s on real frames t < Tn, 0 on padding frames
+        t >= Tn and in padded states s >= Ln, and about 0 everywhere for an impossible sequence.
         """
         xp = get_array_module(self.E)
-        gamma = self.alpha + self.beta  # (T, N, L)
-        gamma -= self.E  # alpha and beta both include the emission at t: count it once
-        gamma -= self.logp[None, :, None]
-        xp.exp(gamma, out=gamma)
-        return gamma
+        return xp.exp(self.alpha + self.beta - self.E - self.logp[None, :, None])  # (N,) -> (1, N, 1)
 
     def backward(self, g):
         xp = get_array_module(g)
-        T, N, L = self.E.shape
-        gamma = self.posteriors()  # (T, N, L): posterior of state s at frame t, sums to 1 over s on real frames
+        N = self.E.shape[1]
+        gamma = self.posteriors()  # (T, N, L)
         onehot = (self.ext[:, :, None] == xp.arange(self.C)[None, None, :]).astype(g.dtype)  # (N, L, C)
-        gn = xp.broadcast_to(g, (N,)) if g.ndim == 0 else g  # (N,) upstream of each loss[n]
+        per_class = xp.matmul(gamma.transpose(1, 0, 2), onehot)  # (N, T, L) @ (N, L, C) -> (N, T, C)
+        per_class = per_class.transpose(1, 0, 2)  # (N, T, C) -> (T, N, C): sum over the states s emitting c
+        gn = xp.broadcast_to(g, (N,)) if g.ndim == 0 else g  # (N,): the upstream of each loss[n]
         if self.scale is not None:
             gn = gn * self.scale
-        w = -(self.frame * (gn * self.possible))  # (T, N): -g[n] on real frames of possible samples, else 0
-        # scatter over classes: dlp[t, n, c] = sum_s gamma[t, n, s] onehot[n, s, c], batched over n
-        per_class = xp.matmul(gamma.transpose(1, 0, 2), onehot)  # (N, T, L) @ (N, L, C) -> (N, T, C)
-        grad = xp.empty((T, N, self.C), dtype=g.dtype)  # (T, N, C)
-        xp.multiply(per_class.transpose(1, 0, 2), w[:, :, None].astype(g.dtype), out=grad)  # (T, N, C) * (T, N, 1)
-        return grad
+        w = -(gn * self.possible) * self.frame  # (T, N): -g[n] on real frames of possible sequences, else 0
+        return (per_class * w[:, :, None]).astype(g.dtype)  # (T, N, C) * (T, N, 1)
+
+    @classmethod
+    def alignment_posteriors(cls, log_probs, targets, input_lengths, target_lengths, blank=0):
+        """gamma (T, N, L) of one forward with every frame kept (as for a backward), 0 on padding frames t >= Tn
+        and for impossible sequences. Arrays in and out: log_probs (T, N, C), targets (N, S), lengths (N,)."""
+        fn = cls()
+        fn._recording = True  # keep alpha and beta at every frame
+        fn.forward(log_probs, targets=targets, input_lengths=input_lengths, target_lengths=target_lengths,
+                   blank=blank, reduction="none")
+        gamma = fn.posteriors()  # (T, N, L)
+        return gamma * (fn.frame & fn.possible[None, :])[:, :, None]  # (T, N) -> (T, N, 1)
 
 
 def _as_int_array(x, name):
@@ -249,10 +232,9 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         raise ValueError(f"ctc_loss: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
     log_probs, targets, input_lengths, target_lengths, unbatched = _prepare(
         log_probs, targets, input_lengths, target_lengths, blank, "ctc_loss")
-    out = CTCLoss.apply(log_probs, targets=targets, input_lengths=input_lengths, target_lengths=target_lengths,
+    out = pick(CTCLoss).apply(log_probs, targets=targets, input_lengths=input_lengths, target_lengths=target_lengths,
                         blank=blank, reduction=reduction, zero_infinity=zero_infinity)
     if unbatched and reduction == "none":
-        from . import reshape
         out = reshape(out, ())
     return out
 
@@ -266,8 +248,9 @@ def ctc_posteriors(log_probs, targets, input_lengths, target_lengths, blank=0):
         gamma[n, t, s] = alpha_t(s) beta_t(s) / (y_t(l'_s) p(l_n | x_n))          (docs/ctc.md, eq. 7)
 
     the share of the total alignment probability carried by the walks that sit in state s at frame t. It comes
-    from the same alpha-beta recursion as the loss (``CTCLoss.posteriors``, what the backward uses), and
-    -sum over the states emitting class c of gamma is the loss's gradient with respect to log_probs[t, n, c].
+    from the same alpha-beta recursion as the loss (``CTCLoss.alignment_posteriors``, from the ``posteriors`` that
+    the backward uses), and -sum over the states emitting class c of gamma is the loss's gradient with respect
+    to log_probs[t, n, c].
 
     Returns an array (not a Tensor) on log_probs' device: (N, T, L) with L = 2 S + 1, or (T, 2 Sn + 1) for
     unbatched (T, C) input. Each real frame t < input_lengths[n] sums to 1 over s; padding frames, padded
@@ -276,14 +259,9 @@ def ctc_posteriors(log_probs, targets, input_lengths, target_lengths, blank=0):
     with no_grad():
         log_probs, targets, input_lengths, target_lengths, unbatched = _prepare(
             log_probs, targets, input_lengths, target_lengths, blank, "ctc_posteriors")
-    fn = CTCLoss()
-    fn._recording = True  # keep alpha and beta at every frame, as for a backward
-    fn.forward(log_probs.data, targets=targets, input_lengths=input_lengths, target_lengths=target_lengths,
-               blank=blank, reduction="none")
-    gamma = fn.posteriors()  # (T, N, L)
+    gamma = pick(CTCLoss).alignment_posteriors(log_probs.data, targets, input_lengths, target_lengths, blank)
     xp = get_array_module(gamma)
-    gamma = gamma * (fn.frame & fn.possible[None, :])[:, :, None]  # padding frames, impossible sequences -> 0
-    gamma = xp.ascontiguousarray(gamma.transpose(1, 0, 2))  # (N, T, L)
+    gamma = xp.ascontiguousarray(gamma.transpose(1, 0, 2))  # (T, N, L) -> (N, T, L)
     return gamma[0] if unbatched else gamma
 
 
@@ -296,7 +274,6 @@ def _prepare(log_probs, targets, input_lengths, target_lengths, blank, name):
         raise TypeError(f"{name}: log_probs must be float32 or float64, got {log_probs.dtype}")
     unbatched = log_probs.ndim == 2
     if unbatched:  # (T, C) -> (T, 1, C)
-        from . import reshape
         log_probs = reshape(log_probs, (log_probs.shape[0], 1, log_probs.shape[1]))
         targets = _as_int_array(targets, "targets").reshape(1, -1)  # (S,) -> (1, S)
         input_lengths = _as_int_array(input_lengths, "input_lengths").reshape(1)

@@ -14,4 +14,4 @@ layouts, when a softmax may skip its max-shift). Their defaults were measured on
 """
 from .tuning import TUNING, Tuning, tuning  # noqa: F401
 
-from . import activation, attention, conv, cross_entropy, norm, softmax  # noqa: E402,F401  (each registers its tuned ops)
+from . import activation, attention, conv, cross_entropy, ctc, norm, softmax  # noqa: E402,F401  (each registers its tuned ops)
