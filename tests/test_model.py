@@ -464,3 +464,13 @@ def test_npz_and_pretrained_round_trips(tmp_path):
                           model.state_dict()["wav2vec2.encoder.layers.0.attention.q_proj.weight"])
     f64 = Wav2Vec2ForPreTraining.from_pretrained(tmp_path / "legacy", dtype=np.float64)
     assert f64.dtype == np.float64
+
+
+def test_mask_helpers_take_device_arrays():
+    from tinyw2v2 import backend
+    from tinyw2v2.models.wav2vec2 import compute_mask_indices, sample_negative_indices
+
+    lengths = backend.to_device(np.array([30, 24]), "emulated")
+    mask = compute_mask_indices((2, 30), 0.65, 5, lengths=lengths, rng=0)
+    negatives = sample_negative_indices((2, 30), 4, backend.to_device(mask, "emulated"), rng=0)
+    assert mask.shape == (2, 30) and not mask[1, 24:].any() and negatives.shape == (2, 30, 4)

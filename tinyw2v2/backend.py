@@ -51,6 +51,12 @@ def is_cupy_array(a) -> bool:
     return _cupy is not None and isinstance(a, _cupy.ndarray)
 
 
+def is_device_array(a) -> bool:
+    """True for arrays on a device (CuPy, or the emulated device): the ops choose their GPU code paths for these, so
+    that the emulated device runs, and tests, what a GPU would run."""
+    return isinstance(a, _emulated.DeviceArray) or is_cupy_array(a)
+
+
 def is_array(a) -> bool:
     """True for any array this library computes with (host, emulated device or CuPy)."""
     return isinstance(a, (np.ndarray, _emulated.DeviceArray)) or is_cupy_array(a)
@@ -125,8 +131,16 @@ def to_device(a, device):
         return _emulated.DeviceArray(host)
     if not cuda_available():
         raise _no_gpu(device)
-    with _cupy.cuda.Device(int(device.split(":")[1])):
-        return _cupy.asarray(host)
+    use_device(device)
+    return _cupy.asarray(host)
+
+
+def use_device(device) -> None:
+    """Make ``cuda:N`` the current CuPy device, so that the arrays the ops create land beside their inputs (CuPy
+    allocates on the current device); a no-op for the CPU and the emulated device."""
+    device = normalize_device(device)
+    if device.startswith("cuda:") and cuda_available():
+        _cupy.cuda.Device(int(device.split(":")[1])).use()  # pragma: no cover - GPU only
 
 
 def to_numpy(a) -> np.ndarray:
@@ -248,6 +262,7 @@ def default_rng(seed=None, device="cpu"):
         return _emulated.Generator(seed)
     if not cuda_available():
         raise _no_gpu(device)
+    use_device(device)                           # pragma: no cover - GPU only
     return _cupy.random.default_rng(seed)  # pragma: no cover - GPU only
 
 

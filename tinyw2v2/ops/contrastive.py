@@ -226,7 +226,7 @@ def duplicates_of_positive(targets, negatives):
     comparison reads the whole (K, B, T, D) array, as much as the loss itself); on a GPU, one comparison.
     """
     xp = get_array_module(targets, negatives)
-    if backend.is_cupy_array(negatives):
+    if backend.is_device_array(negatives):
         return (targets[None] == negatives).all(axis=-1)
     first = negatives[..., 0] == targets[None, ..., 0]         # (K, B, T): a necessary condition, cheap
     rows = xp.nonzero(first)                                   # (k, b, t) index arrays of the candidates

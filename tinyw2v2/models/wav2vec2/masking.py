@@ -26,6 +26,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import backend
+
+
+def _host(a):
+    """A host copy of an array given on any device (Tensors too): masks are built on the host."""
+    a = getattr(a, "data", a)
+    return backend.to_numpy(a) if backend.is_array(a) else np.asarray(a)
+
 
 def _rng(rng):
     if rng is None:
@@ -40,13 +48,13 @@ def _lengths(batch_size: int, seq_len: int, lengths=None, padding_mask=None) -> 
     if lengths is not None and padding_mask is not None:
         raise ValueError("give either lengths or padding_mask, not both")
     if padding_mask is not None:
-        padding_mask = np.asarray(padding_mask, dtype=bool)
+        padding_mask = _host(padding_mask).astype(bool)
         if padding_mask.shape != (batch_size, seq_len):
             raise ValueError(f"padding_mask has shape {padding_mask.shape}, expected {(batch_size, seq_len)}")
         return seq_len - padding_mask.sum(axis=1).astype(np.int64)
     if lengths is None:
         return np.full(batch_size, seq_len, dtype=np.int64)
-    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)  # (B,)
+    lengths = _host(lengths).astype(np.int64).reshape(-1)  # (B,)
     if lengths.shape != (batch_size,) or (lengths < 0).any() or (lengths > seq_len).any():
         raise ValueError(f"lengths must be {batch_size} integers in [0, {seq_len}], got {lengths}")
     return lengths
@@ -125,7 +133,7 @@ def sample_negative_indices(shape, num_negatives: int, mask_time_indices=None, r
     if mask_time_indices is None:
         mask = np.ones((batch_size, seq_len), dtype=bool)
     else:
-        mask = np.asarray(mask_time_indices).astype(bool)
+        mask = _host(mask_time_indices).astype(bool)
         if mask.shape != (batch_size, seq_len):
             raise ValueError(f"mask_time_indices has shape {mask.shape}, expected {(batch_size, seq_len)}")
     counts = mask.sum(axis=1)  # (B,)

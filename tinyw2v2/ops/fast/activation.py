@@ -82,7 +82,7 @@ def _gelu_float32(x, want_derivative):
     n = xf.size
     y = xp.empty_like(xf)
     d = xp.empty_like(xf) if want_derivative else None
-    chunk = n if backend.is_cupy_array(x) else TUNING.gelu_block_elements
+    chunk = max(n, 1) if backend.is_device_array(x) else TUNING.gelu_block_elements
     m = max(1, min(chunk, n))
     a, t, e = (xp.empty(m, dtype=xf.dtype) for _ in range(3))
     for s in range(0, n, max(chunk, 1)):                    # cache blocking over the flat array

@@ -37,7 +37,7 @@ def _batch_major(x, B: int, T_out: int) -> bool:
     layout = TUNING.conv_layout
     if layout not in ("auto", "batch_major", "folded"):
         raise ValueError(f"TUNING.conv_layout must be 'auto', 'batch_major' or 'folded', not {layout!r}")
-    if backend.is_cupy_array(x) or layout == "folded":
+    if backend.is_device_array(x) or layout == "folded":
         return False
     return layout == "batch_major" or (B > 1 and T_out >= TUNING.conv_long_output)
 

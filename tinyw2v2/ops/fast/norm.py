@@ -32,7 +32,9 @@ def _row_blocks(x, rows, n):
     and the passes after the first hit the cache; the blocks are cache blocking over the flattened rows,
     not a loop over batch, channels or time.
     """
-    step = rows if backend.is_cupy_array(x) else max(1, TUNING.norm_block_elements // max(n, 1))
+    if rows == 0:
+        return [(0, 0)]                                  # an empty input: one empty block
+    step = rows if backend.is_device_array(x) else max(1, TUNING.norm_block_elements // max(n, 1))
     return [(r0, min(r0 + step, rows)) for r0 in range(0, rows, step)]
 
 
