@@ -474,3 +474,21 @@ def test_mask_helpers_take_device_arrays():
     mask = compute_mask_indices((2, 30), 0.65, 5, lengths=lengths, rng=0)
     negatives = sample_negative_indices((2, 30), 4, backend.to_device(mask, "emulated"), rng=0)
     assert mask.shape == (2, 30) and not mask[1, 24:].any() and negatives.shape == (2, 30, 4)
+
+
+def test_duplicate_negatives_are_found_by_their_codes_not_by_float_equality():
+    """Two frames that chose the same codewords have the same target; a GEMM may round the two rows differently by
+    an ulp, and an exact comparison of the vectors would then miss the duplicate (transformers' parity test did)."""
+    from tinyw2v2.models.wav2vec2.modeling import masked_contrastive_loss
+
+    rng = np.random.default_rng(0)
+    B, T, P, K = 1, 4, 3, 2
+    context = tw.tensor(rng.standard_normal((B, T, P)))
+    q = rng.standard_normal((B, T, P))
+    q[0, 1] = q[0, 0] + np.float32(1e-7)                  # frame 1: frame 0's code, rounded differently
+    codes = np.array([[[3, 1], [3, 1], [0, 2], [5, 5]]])   # (B, T, G)
+    mask = np.array([[True, True, True, False]])
+    negatives = np.array([[[1, 2], [0, 2], [0, 1], [0, 0]]])
+    _, _, by_vectors = masked_contrastive_loss(context, tw.tensor(q), mask, negatives, 0.1)
+    _, _, by_codes = masked_contrastive_loss(context, tw.tensor(q), mask, negatives, 0.1, codes=codes)
+    assert int(by_vectors.item()) == 0 and int(by_codes.item()) == 2    # frame 0's negative 1, frame 1's negative 0

@@ -242,3 +242,23 @@ def test_export_writes_a_transformers_directory(corpus, tmp_path, capsys):
         np.testing.assert_array_equal(value, ours["model." + name], err_msg=name)
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "hf2")]) == 2
     assert "no checkpoint.npz" in capsys.readouterr().err
+
+
+def test_the_defaults_are_row_d_of_the_plateau_study():
+    """docs/results.md ("Leaving the plateau"): the tiny preset's short-run recipe is the study's row D."""
+    import sys
+    from pathlib import Path
+
+    from tinyw2v2.cli import build_parser, dataclass_from_options
+    from tinyw2v2.train.pretrain import build_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import plateau
+
+    cmd = plateau.BY_NAME["D"].command(0, 1000, 50, 1, Path("runs/x"))
+    d = dataclass_from_options(PretrainArgs, build_parser().parse_args(cmd[1:]))
+    default = PretrainArgs()
+    assert build_config(d).to_dict() == build_config(default).to_dict()
+    for name in ("lr", "warmup", "batch_seconds", "crop_seconds", "max_temperature", "min_temperature",
+                 "anneal_fraction", "anneal_steps", "schedule", "weight_decay", "betas", "adam_eps", "clip_norm"):
+        assert getattr(d, name) == getattr(default, name), name

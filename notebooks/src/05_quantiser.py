@@ -198,7 +198,7 @@ init_weights(quantizer, np.random.default_rng(0))
 quantizer.to(device)
 print(quantizer)
 feats = tw.tensor(rng.standard_normal((2, 50, cfg.conv_dim[-1])), device=device)   # (B, T, C) stand-in features
-quantised, ppl, code_ppl, _ = quantizer(feats)
+quantised, ppl, code_ppl = quantizer(feats)[:3]
 print("quantised", quantised.shape, f"  prob perplexity {float(ppl):.2f}, code perplexity "
       f"{float(code_ppl):.2f}  (max G*V = {cfg.num_codevectors})")
 

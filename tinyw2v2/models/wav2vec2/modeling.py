@@ -335,8 +335,8 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
             return out
         # L = L_m + alpha L_d (+ beta * mean(z^2) * N, fairseq's feature penalty)      (section 3.2, eq. 2)
         N = int(mask.sum())
-        L_m, accuracy, identical = masked_contrastive_loss(context, q, mask, negatives,
-                                                           c.contrastive_logits_temperature)  # eq. 3, summed
+        L_m, accuracy, identical = masked_contrastive_loss(context, q, mask, negatives, c.contrastive_logits_temperature,
+                                                           quantized.indices)                 # eq. 3, summed
         GV = c.num_codevectors
         L_d = (GV - quantized.perplexity) * (N / GV)                       # eq. 4, as (GV - perplexity) / GV * N
         loss = L_m + c.diversity_loss_weight * L_d
@@ -365,11 +365,14 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
         return mask, negatives
 
 
-def masked_contrastive_loss(context, q, mask, negatives, temperature: float):
+def masked_contrastive_loss(context, q, mask, negatives, temperature: float, codes=None):
     """L_m summed over the N masked frames (eq. 3): for each, cos(c_t, q_t) against its K negatives q~ / kappa.
 
     context, q (B, T, P) Tensors; mask (B, T) bool and negatives (B, T, K) int64 on the host (flat b*T + t).
-    Only the masked frames are gathered (indices built on the host, moved once). Returns (loss, accuracy,
+    Only the masked frames are gathered (indices built on the host, moved once). A negative that is the positive's
+    own quantised vector is left out (logit -inf). With ``codes`` (B, T, G), the codewords each frame chose, that
+    is decided by the codes (the vectors of equal codes are equal, though a GEMM may round two equal rows
+    differently); without, by comparing the vectors, as fairseq and transformers do. Returns (loss, accuracy,
     negatives identical to their positive), the last two 0-d Tensors without gradient.
     """
     B, T, P = context.shape
@@ -380,8 +383,12 @@ def masked_contrastive_loss(context, q, mask, negatives, temperature: float):
     negatives_dev = backend.to_device(negative_frames, backend.device_of(context.data))
     c_flat = context.reshape(B * T, P)                                     # (B, T, P) -> (B*T, P)
     q_flat = q.reshape(B * T, P)                                           # (B, T, P) -> (B*T, P)
+    neg_is_pos = None
+    if codes is not None:
+        codes_flat = codes.reshape(B * T, -1)                              # (B, T, G) -> (B*T, G)
+        neg_is_pos = (codes_flat[negatives_dev] == codes_flat[frames_dev][None]).all(axis=-1)  # (K, N)
     return F.contrastive_loss(c_flat[frames_dev], q_flat[frames_dev], q_flat[negatives_dev],  # (N,P) (N,P) (K,N,P)
-                              temperature, return_metrics=True)
+                              temperature, neg_is_pos=neg_is_pos, return_metrics=True)
 
 
 def init_weights(module: nn.Module, rng: np.random.Generator) -> None:

@@ -32,6 +32,7 @@ class QuantizedFeatures(NamedTuple):
     perplexity: Tensor            # the one in the diversity loss: prob_perplexity in training, code_perplexity in eval
     code_perplexity: Tensor       # 0-d, no gradient: of the hard codes (masked frames)
     prob_perplexity: Tensor       # 0-d, no gradient: of the soft probabilities (training only, else None)
+    indices: object               # (B, T, G) int64 device array: the codeword chosen in each group
 
 
 class GumbelVectorQuantizer(nn.Module):
@@ -64,7 +65,7 @@ class GumbelVectorQuantizer(nn.Module):
         """features (B, T, C); mask (B, T) bool on the device or None; gumbel_noise: (B, T, G, V) or any
         array holding B*T*G*V values (transformers' draw order), used instead of fresh noise in training.
 
-        Returns ``QuantizedFeatures(codevectors (B, T, d), perplexity, code_perplexity, prob_perplexity)``.
+        Returns ``QuantizedFeatures(codevectors (B, T, d), perplexity, code_perplexity, prob_perplexity, indices)``.
         """
         B, T, _ = features.shape
         G, V = self.num_groups, self.num_vars
@@ -84,6 +85,7 @@ class GumbelVectorQuantizer(nn.Module):
             perplexity = F.codevector_perplexity(soft, G, V, mask=_flat_mask(mask, N))
             prob_ppl = perplexity.detach()
             codes = probs.data
+            index = codes.argmax(axis=-1)                         # (B*T*G,) the hard choice of each group
         else:
             xp = flat.xp
             index = flat.data.argmax(axis=-1)                     # (B*T*G,)
@@ -96,7 +98,8 @@ class GumbelVectorQuantizer(nn.Module):
         if perplexity is None:
             perplexity = code_ppl
         quantised = F.codevector_lookup(probs.reshape(N, G * V), self.codevectors, G)  # (B*T*G, V) -> (B*T, G*V)
-        return QuantizedFeatures(quantised.reshape(B, T, -1), perplexity, code_ppl, prob_ppl)  # (B*T, d) -> (B, T, d)
+        return QuantizedFeatures(quantised.reshape(B, T, -1), perplexity, code_ppl, prob_ppl,  # (B*T, d) -> (B, T, d)
+                                 index.reshape(B, T, G))          # (B*T*G,) -> (B, T, G)
 
 
 def _flat_mask(mask, n):
