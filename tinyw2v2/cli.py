@@ -195,6 +195,11 @@ def _labels(value: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a count (40) or a fraction (0.02), got {value!r}") from None
 
 
+def _vocab_and_device(parser) -> None:
+    parser.add_argument("--vocab", help="vocab.json to use (default: the one beside the model)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checks import FAMILIES
     from .train.finetune import FinetuneArgs
@@ -224,19 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="CER/WER of a fine-tuned model, per speaker, with the worst utterances")
     e.add_argument("model", help="a fine-tuning run directory, its checkpoint.npz, or a transformers CTC directory")
     e.add_argument("--data", help="labelled data (default: the run's held-out split)")
-    e.add_argument("--vocab", help="vocab.json to use (default: the one beside the model)")
     e.add_argument("--utterances", type=int, help="evaluate a random subset of this many utterances")
     e.add_argument("--worst", type=int, default=10, help="how many of the worst utterances to print (10)")
     e.add_argument("--json", help="also write the results to this JSON file")
-    e.add_argument("--device", default="cpu")
+    _vocab_and_device(e)
     e.set_defaults(handler=_evaluate)
 
     t = sub.add_parser("transcribe", help="greedy CTC transcripts of audio files")
     t.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg; any rate)")
     t.add_argument("--model", default="runs/finetune",
                    help="a fine-tuning run directory or a transformers CTC directory (runs/finetune)")
-    t.add_argument("--vocab", help="vocab.json to use (default: the one beside the model)")
-    t.add_argument("--device", default="cpu")
+    _vocab_and_device(t)
     t.set_defaults(handler=_transcribe)
 
     x = sub.add_parser("export", help="a pretraining or fine-tuning run as a transformers-format directory")

@@ -65,6 +65,26 @@ def _logsumexp3(z0, z1, z2):
     return m + xp.log(xp.exp(z0 - m) + xp.exp(z1 - m) + xp.exp(z2 - m))
 
 
+def reduce_losses(logp, target_lengths, reduction: str, zero_infinity: bool, dtype):
+    """(out, scale): the per-utterance losses -log p (N,) (+inf where no alignment exists, 0 with zero_infinity)
+    reduced like torch: "none" (N,), "sum", or "mean" = sum_n loss_n / (N max(S_n, 1)); ``scale`` (N,) is the
+    mean's 1 / (N max(S_n, 1)) (None otherwise), which the backward applies too."""
+    xp = get_array_module(logp)
+    N = logp.shape[0]
+    possible = logp > IMPOSSIBLE  # (N,)
+    loss = xp.where(possible, -logp, xp.inf).astype(dtype)  # (N,)
+    if zero_infinity:
+        loss = xp.where(possible, loss, 0).astype(dtype)
+    if reduction == "none":
+        return loss, None
+    if reduction == "sum":
+        return loss.sum(), None
+    if reduction == "mean":
+        scale = (1.0 / (xp.maximum(target_lengths, 1) * N)).astype(dtype)  # (N,): 1 / (N max(Sn, 1))
+        return (loss * scale).sum(), scale
+    raise ValueError(f"ctc_loss: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+
+
 def logsumexp_states(x):
     """log sum_s exp(x[n, s]): (N, L) -> (N,), shifted by the row max (a row of NEG gives about NEG)."""
     xp = get_array_module(x)
@@ -133,22 +153,8 @@ class CTCLoss(Function):
             last = xp.where(real, a, last)  # alpha[Tn-1] once frame t = Tn-1 is past
             prev = alpha[t]
         logp = logsumexp_states(xp.where(final, last, NEG))  # (N,): log(alpha[Tn-1, Ln-1] + alpha[Tn-1, Ln-2])
+        out, scale = reduce_losses(logp, target_lengths, reduction, zero_infinity, dtype)
         possible = logp > IMPOSSIBLE  # (N,)
-        loss = xp.where(possible, -logp, xp.inf).astype(dtype)  # (N,)
-        if zero_infinity:
-            loss = xp.where(possible, loss, 0).astype(dtype)
-
-        if reduction == "none":
-            out = loss
-            scale = None
-        elif reduction == "sum":
-            out = loss.sum()
-            scale = None
-        elif reduction == "mean":
-            scale = (1.0 / (xp.maximum(target_lengths, 1) * N)).astype(dtype)  # (N,): 1 / (N max(Sn, 1))
-            out = (loss * scale).sum()
-        else:
-            raise ValueError(f"ctc_loss: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
 
         if self._recording:
             # beta: backwards over the frames, from the virtual end beta[Tn] of each sequence (4)

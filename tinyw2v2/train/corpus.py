@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import generate_corpus
+from .common import arg
+
+
+@dataclass
+class CorpusArgs:
+    """The synthetic corpus a run generates when ``data`` is "synthetic" (the base of PretrainArgs and FinetuneArgs)."""
+    corpus_dir: str = arg("data/synthetic", "where the synthetic corpus is generated (once)")
+    corpus_speakers: int = arg(24, "speakers of the synthetic corpus")
+    corpus_heldout: int = arg(4, "of them held out (never heard in training)")
+    corpus_utterances: int = arg(100, "utterances per speaker")
+    corpus_seed: int = arg(0, "seed of the synthetic corpus")
 
 
 def prepare_corpus(args) -> Path:

@@ -47,7 +47,7 @@ from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
 from ..io import read_checkpoint, save_checkpoint
 from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, guarded_update, progress_bar,
                      read_metrics, restore_checkpoint)
-from .corpus import prepare_corpus
+from .corpus import CorpusArgs, prepare_corpus
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
 from .plots import plot_finetuning
 
@@ -62,17 +62,12 @@ FINETUNE_CONFIG = dict(
 
 
 @dataclass
-class FinetuneArgs:
+class FinetuneArgs(CorpusArgs):
     """Everything a fine-tuning run takes; ``tinyw2v2 finetune`` has one option per field."""
     init: str | None = arg(None, "a pretraining run dir or checkpoint.npz, a transformers directory, or a fine-tuning "
                                  "checkpoint; omit to train the same architecture from scratch")
     data: str = arg("synthetic", "labelled training data: 'synthetic', a LibriSpeech dir or a .tsv with labels")
     eval_data: str | None = arg(None, "labelled held-out data (default: the synthetic corpus's unseen speakers)")
-    corpus_dir: str = arg("data/synthetic", "where the synthetic corpus is (generated once)")
-    corpus_speakers: int = arg(24, "speakers of the synthetic corpus")
-    corpus_heldout: int = arg(4, "of them held out")
-    corpus_utterances: int = arg(100, "utterances per speaker")
-    corpus_seed: int = arg(0, "seed of the synthetic corpus")
     labels: float | None = arg(None, "labelled utterances: a count (40) or a fraction (0.02); default all")
     subset_seed: int = arg(0, "seed choosing the labelled subset")
     vocab: str | None = arg(None, "use this vocab.json instead of building one from the transcripts")

@@ -15,17 +15,27 @@ def series(records, key, x="step"):
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
+def _figure(log_path, out_dir, size, rows: int, cols: int):
+    """(records of the log, the output directory, a Figure and its grid of axes)."""
+    from matplotlib.figure import Figure
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=size)
+    return read_metrics(log_path), out_dir, fig, fig.subplots(rows, cols)
+
+
+def _save(fig, path) -> list:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return [path]
+
+
 def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> list:
     """Seven panels: loss and its parts; masked-frame accuracy (training batch and held-out eval mode);
     code and probability perplexity; negatives identical to their positive; Gumbel temperature; learning rate;
     gradient norm. Training figures are means over each logging interval."""
-    from matplotlib.figure import Figure
-
-    records = read_metrics(log_path)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(20, 8))
-    axes = fig.subplots(2, 4)
+    records, out_dir, fig, axes = _figure(log_path, out_dir, (20, 8), 2, 4)
     ax = axes[0, 0]
     for key in ("loss", "contrastive_loss", "diversity_loss", "eval_loss"):
         ax.plot(*series(records, key), label=key, marker="o" if key == "eval_loss" else None, ms=3)
@@ -57,22 +67,13 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
     axes[1, 3].axis("off")
     for ax in axes.flat[:7]:
         ax.set_xlabel("step"), ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / "pretraining.png"
-    fig.savefig(path, dpi=100)
-    return [path]
+    return _save(fig, out_dir / "pretraining.png")
 
 
 def plot_finetuning(log_path, out_dir) -> list:
     """Four panels: training CTC loss per utterance (and held-out); held-out CER / WER against steps and against
     training seconds; learning rate and gradient norm."""
-    from matplotlib.figure import Figure
-
-    records = read_metrics(log_path)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(12, 8))
-    axes = fig.subplots(2, 2)
+    records, out_dir, fig, axes = _figure(log_path, out_dir, (12, 8), 2, 2)
     ax = axes[0, 0]
     ax.plot(*series(records, "loss"), label="training (interval mean)")
     ax.plot(*series(records, "eval_loss"), marker="o", ms=3, label="held-out")
@@ -95,7 +96,4 @@ def plot_finetuning(log_path, out_dir) -> list:
     ax.legend(loc="upper left"), ax2.legend(loc="upper right")
     for a in axes.flat:
         a.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / "finetuning.png"
-    fig.savefig(path, dpi=100)
-    return [path]
+    return _save(fig, out_dir / "finetuning.png")

@@ -25,24 +25,19 @@ from ..io import save_checkpoint
 from ..models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from ..models.wav2vec2.masking import compute_mask_indices, sample_negative_indices
 from ..tensor import no_grad
-from .corpus import prepare_corpus
+from .corpus import CorpusArgs, prepare_corpus
 from .plots import plot_pretraining
 from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, blas_threads, guarded_update,
                      progress_bar, read_metrics, restore_checkpoint)
 
 @dataclass
-class PretrainArgs:
+class PretrainArgs(CorpusArgs):
     """Everything a pretraining run takes; ``tinyw2v2 pretrain`` has one option per field (``--batch-seconds`` for
     ``batch_seconds``, ``--set KEY=VALUE`` for ``overrides``, ``--no-progress`` for ``progress``)."""
     data: str = arg("synthetic", "'synthetic' (the built-in corpus), or a LibriSpeech dir, a fairseq .tsv manifest "
                                  "or a folder of wav/flac/ogg files")
     eval_data: str | None = arg(None, "held-out audio (default: the synthetic corpus's unseen speakers, or the last "
                                       "10% of --data)")
-    corpus_dir: str = arg("data/synthetic", "where the synthetic corpus is generated (once)")
-    corpus_speakers: int = arg(24, "speakers of the synthetic corpus")
-    corpus_heldout: int = arg(4, "of them held out (never heard in training)")
-    corpus_utterances: int = arg(100, "utterances per speaker")
-    corpus_seed: int = arg(0, "seed of the synthetic corpus")
     preset: str = arg("tiny", "model size: tiny | base | large")
     overrides: dict = arg({}, "model config fields to change (--set KEY=VALUE, repeatable)")
     steps: int | None = arg(1000, "training steps (with --minutes: whichever ends first)")

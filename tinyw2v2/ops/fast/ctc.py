@@ -19,7 +19,7 @@ from __future__ import annotations
 from ... import backend
 from ...backend import get_array_module
 from .. import ctc as reference
-from ..ctc import IMPOSSIBLE, NEG, extend_labels, logsumexp_states
+from ..ctc import IMPOSSIBLE, NEG, extend_labels, logsumexp_states, reduce_losses
 from ..dispatch import tuned
 
 
@@ -139,22 +139,8 @@ class CTCLoss(reference.CTCLoss):
         alpha_t = A[t + 1, :N]  # (N, L)
         beta_t = A[T - t, N:, ::-1]  # (N, L): beta[t] = alpha_rev[T-1-t] reversed along s
         logp = logsumexp_states(alpha_t + beta_t - E[t])  # (N,): the emission at t is in both, count it once
+        out, scale = reduce_losses(logp, target_lengths, reduction, zero_infinity, dtype)
         possible = logp > IMPOSSIBLE  # (N,)
-        loss = xp.where(possible, -logp, xp.inf).astype(dtype)  # (N,)
-        if zero_infinity:
-            loss = xp.where(possible, loss, 0).astype(dtype)
-
-        if reduction == "none":
-            out = loss
-            scale = None
-        elif reduction == "sum":
-            out = loss.sum()
-            scale = None
-        elif reduction == "mean":
-            scale = (1.0 / (xp.maximum(target_lengths, 1) * N)).astype(dtype)  # (N,): 1 / (N max(Sn, 1))
-            out = (loss * scale).sum()
-        else:
-            raise ValueError(f"ctc_loss: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
 
         if self._recording:
             self.alpha = A[1:, :N]  # (T, N, L)
