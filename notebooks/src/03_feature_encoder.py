@@ -403,8 +403,48 @@ fig.tight_layout(); plt.show()
 
 # %% [markdown]
 # Even untrained, the features change where the sound changes: random convolutions are already filter banks,
-# and layer 0's GroupNorm puts every channel on the same scale. Pretraining (notebook 7) makes
-# them informative.
+# and layer 0's GroupNorm puts every channel on the same scale. Pretraining makes them informative. The same
+# utterance through the feature encoder of the 15-minute pretrained model shipped in
+# [`notebooks/assets/`](assets/README.md) (same architecture, trained weights; its speakers did not include this
+# one), channels sorted by the frame where they peak:
+
+# %%
+from tinyw2v2.models.wav2vec2 import Wav2Vec2ForPreTraining
+
+pretrained = Wav2Vec2ForPreTraining.from_pretrained("assets/tiny-pretrained").to(device)
+with tw.no_grad():
+    trained = pretrained.wav2vec2.feature_extractor(tw.tensor(audio[None], device=device)).numpy()[0]  # (64, T)
+untrained = feat
+fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+for ax, f, name in ((axes[0], untrained, "untrained"), (axes[1], trained, "pretrained (15 minutes)")):
+    order = np.argsort(f.argmax(axis=1))                                    # channels by the frame of their peak
+    z = (f - f.mean(1, keepdims=True)) / (f.std(1, keepdims=True) + 1e-6)   # each channel standardised
+    im = ax.imshow(z[order], aspect="auto", cmap="magma", origin="lower", vmin=-2, vmax=3,
+                   extent=(centres[0] - hop_s / 2, centres[-1] + hop_s / 2, 0, f.shape[0]))
+    ax.set_title(f"{name} feature encoder: channels sorted by their peak, standardised", fontsize=9)
+    ax.set_ylabel("channel")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
+axes[1].set_xlabel("time (s)")
+fig.tight_layout(); plt.show()
+
+
+def boundary_contrast(f):
+    """How much more the (standardised) features change from one frame to the next across a phone boundary than
+    inside a phone."""
+    z = (f - f.mean(1, keepdims=True)) / (f.std(1, keepdims=True) + 1e-6)
+    step = np.linalg.norm(np.diff(z, axis=1), axis=0)                       # (T-1,) change between frames t-1, t
+    boundary = labels[1:Tf] != labels[:Tf - 1]
+    return step[boundary].mean() / step[~boundary].mean()
+
+
+print(f"frame-to-frame change across a phone boundary / inside a phone: untrained "
+      f"{boundary_contrast(untrained):.2f}, pretrained {boundary_contrast(trained):.2f}")
+
+# %% [markdown]
+# Untrained, the channels peak one after another through the vowel, like a bank of shifted filters. Pretrained,
+# whole groups of channels switch on and off together and hold steady in between: the features change more at the
+# boundaries between sounds, relative to inside one (the ratio above), which is what a representation of phones
+# should do.
 #
 # ## Try this
 #

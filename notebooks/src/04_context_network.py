@@ -343,8 +343,43 @@ fig.tight_layout(); plt.show()
 
 # %% [markdown]
 # The untrained heads are almost uniform (read their colour scales): the projections are initialised with std
-# 0.02, so every score is close to 0 and each frame averages the whole utterance. Pretraining (notebook 7) has to
-# learn queries and keys that pick out useful frames.
+# 0.02, so every score is close to 0 and each frame averages the whole utterance. Pretraining has to learn queries
+# and keys that pick out useful frames. The same utterance through the 15-minute pretrained model shipped in
+# [`notebooks/assets/`](assets/README.md), its first and last layers:
+
+# %%
+from tinyw2v2.models.wav2vec2 import Wav2Vec2ForPreTraining
+
+pretrained = Wav2Vec2ForPreTraining.from_pretrained("assets/tiny-pretrained").to(device).eval()
+enc = pretrained.wav2vec2.encoder
+with tw.no_grad():
+    hs_t = pretrained.wav2vec2(tw.tensor(audio[None], device=device), output_hidden_states=True).hidden_states
+    maps = {}
+    for layer in (0, len(enc.layers) - 1):
+        a = enc.layers[layer].attention
+        h = hs_t[layer]                                                      # input of that layer (B, T, D)
+        qh = a.q_proj(h).reshape(B_, T_, H, dh).swapaxes(1, 2)               # (B, T, D) -> (B, H, T, d_h)
+        kh = a.k_proj(h).reshape(B_, T_, H, dh).swapaxes(1, 2)
+        maps[layer] = F.scaled_dot_product_attention(qh, kh, eye_h).numpy()[0]   # (H, T, T)
+fig, axes = plt.subplots(2, H, figsize=(14, 6.4))
+for row, (layer, P_t) in enumerate(maps.items()):
+    for h in range(H):
+        im = axes[row, h].imshow(P_t[h], cmap="viridis", interpolation="nearest")
+        axes[row, h].set_title(f"pretrained layer {layer}, head {h}", fontsize=9)
+        fig.colorbar(im, ax=axes[row, h], fraction=0.046, pad=0.02)
+    axes[row, 0].set_ylabel("query frame i")
+for ax in axes[1]:
+    ax.set_xlabel("key frame j")
+fig.tight_layout(); plt.show()
+for layer, P_t in maps.items():
+    print(f"pretrained layer {layer}: largest weight per query, mean over queries and heads "
+          f"{P_t.max(-1).mean():.3f} (untrained layer 0: {P_model.max(-1).mean():.3f}; uniform 1/T = {1 / T_:.3f})")
+
+# %% [markdown]
+# Trained, the heads are no longer uniform: the maps are block-structured along the sound segments, like the
+# hand-built map above (frames attend to frames of similar sound), some key frames are read by every query (the
+# vertical stripes), and in the last layer one head weighs its neighbours at fixed offsets (a diagonal band). The
+# weights stay small (the largest per query is about twice the uniform 1/T): a toy model after 15 minutes.
 #
 # ## Try this
 #

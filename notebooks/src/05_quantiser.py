@@ -234,12 +234,12 @@ def train(alpha, seed=0):
     log = {"tau": [], "rec": [], "prob_ppl": [], "code_ppl": [], "usage": []}
     for step in range(steps):
         qz.temperature = sim_cfg.gumbel_temperature(step)
-        q, prob_ppl, st = qz(x_dev)
+        q, prob_ppl, code_ppl = qz(x_dev)[:3]
         rec = ((q - x_dev) ** 2).mean()                                  # mean squared error per feature
         loss = rec + alpha * (Gs * Vs - prob_ppl) / (Gs * Vs)               # L_d, written out
         opt.zero_grad(); loss.backward(); opt.step()
         log["tau"].append(qz.temperature); log["rec"].append(float(rec))
-        log["prob_ppl"].append(float(prob_ppl)); log["code_ppl"].append(float(st["code_perplexity"]))
+        log["prob_ppl"].append(float(prob_ppl)); log["code_ppl"].append(float(code_ppl))
         if step % 10 == 0 or step == steps - 1:
             with tw.no_grad():
                 codes = qz.weight_proj(x_dev).numpy()[0, :, :Vs].argmax(-1)   # eval-mode picks, codebook 0
@@ -281,7 +281,8 @@ fig.tight_layout(); plt.show()
 #
 # The temperature does not change which codes are picked (the forward is an argmax); it changes the gradient:
 # at high τ the soft $s$ is spread over many entries and all of their logits receive gradient (exploration);
-# at low τ the gradient concentrates on the few entries near the top and grows like 1/τ. In BASE the
+# at low τ the gradient concentrates on the few entries near the top. Its prefactor is 1/τ (ds/dℓ = s (δ - s) / τ),
+# but s (δ - s) shrinks where the softmax saturates, so the gradient itself does not grow like 1/τ. In BASE the
 # temperature anneals from 2 to 0.5 over the first ~280k updates.
 #
 # ## Try this
