@@ -48,7 +48,23 @@ def parse(source: str) -> nbformat.NotebookNode:
 def execute(nb, cwd: Path, timeout: int = 600):
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
     client.execute()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.outputs)
     return nb
+
+
+def coalesce_streams(outputs: list) -> list:
+    """Join consecutive stream outputs of the same stream: the kernel flushes stdout on a timer, which can cut one
+    printed line into two outputs."""
+    merged = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1].get("name") == out.get("name")):
+            merged[-1]["text"] = "".join(merged[-1]["text"]) + "".join(out["text"])
+        else:
+            merged.append(out)
+    return merged
 
 
 def build(src: Path, out_dir: Path = HERE, run: bool = True) -> Path:
