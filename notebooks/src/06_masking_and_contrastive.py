@@ -321,7 +321,7 @@ ax.set_title(f"untrained model, masked frame {t_idx}: positive in green, rank {i
 fig.tight_layout(); plt.show()
 
 # %% [markdown]
-# Notebook 7 trains this model on the synthetic corpus and follows the accuracy (how often the positive wins)
+# Notebook 8 trains this model on the synthetic corpus and follows the accuracy (how often the positive wins)
 # and the codebook perplexity as training goes.
 #
 # ## Try this

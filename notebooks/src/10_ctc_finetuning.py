@@ -1,7 +1,7 @@
 # %% [markdown]
-# # 9. CTC fine-tuning
+# # 10. CTC fine-tuning
 #
-# Pretraining (notebook 7) gives an encoder whose frames carry phone-like information, but it cannot write a
+# Pretraining (notebook 8) gives an encoder whose frames carry phone-like information, but it cannot write a
 # word. Fine-tuning for speech recognition puts a linear layer, `lm_head`, on the Transformer's output frames:
 # for each frame (20 ms) it scores every character of a small vocabulary plus a **blank**, and the whole model is
 # trained on a few transcribed utterances with connectionist temporal classification (CTC), which sums over

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 7. Pretraining a toy wav2vec 2.0
+# # 8. Pretraining a toy wav2vec 2.0
 #
 # Everything from notebooks 2–6 in one loop. Each step takes a batch of crops, masks about half the frames
 # (span masking, notebook 6), asks the Transformer to pick each masked frame's quantised target among K = 20

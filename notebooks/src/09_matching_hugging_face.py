@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 8. Matching Hugging Face
+# # 9. Matching Hugging Face
 #
 # tinyw2v2 reimplements wav2vec 2.0 from NumPy up, with its own autograd. The strongest check that it computes
 # *the same function* as the reference is to take a model from 🤗 transformers, load its weights into tinyw2v2,
