@@ -12,6 +12,7 @@ Devices are named by strings:
   Tests run on it so that host-copy bugs that CuPy would raise are caught on machines without a GPU.
 
 Host copies happen only through ``to_numpy`` (and ``Tensor.item()`` / ``float()``), each a sync point.
+``count_device_work()`` counts, on the emulated device, the kernel launches and syncs a GPU would pay.
 """
 from __future__ import annotations
 
@@ -100,6 +101,29 @@ def device_of(a) -> str:
     return "cpu"
 
 
+def count_device_work():
+    """Count what a GPU would pay for the emulated-device work done inside the block.
+
+    ``with backend.count_device_work() as work: ...`` yields an object with
+
+    - ``work.launches``: kernel launches (and other queued stream operations) CuPy would make for the same calls:
+      1 per ufunc call (``out=`` and reductions included), per NumPy function or array method that makes a fresh
+      array or writes in place, per array creation that fills (``zeros``, ``arange``; ``empty`` is 0), per indexing
+      that gathers or scatters; 0 for views and metadata; ``matmul`` and ``einsum`` as CuPy runs them (the copies
+      of non-contiguous operands, batch-pointer kernels, the GEMM);
+    - ``work.syncs``: device-to-host reads, each a wait for the stream: ``float()``, ``int()``, ``bool()``, ``.item()``,
+      ``.tolist()``, ``to_numpy`` of a device array, and those CuPy makes itself: boolean-mask indexing and assignment,
+      ``nonzero``, ``argwhere``, one-argument ``where``, ``unique``, ``sliding_window_view``;
+    - ``work.uploads``: host-to-device copies (``to_device``, ``xp.asarray`` of host data or Python scalars, Python
+      lists used as indices), also counted in ``launches``;
+    - ``work.by_name`` / ``work.syncs_by_name``: ``collections.Counter`` breakdowns, and ``work.table()``.
+
+    Only emulated-device work is counted (NumPy and CuPy arrays are not); the full rules are in the docstring
+    of ``tinyw2v2/_emulated.py``. Blocks may nest.
+    """
+    return _emulated.count_work()
+
+
 class DeviceError(RuntimeError):
     """A device that does not exist or cannot be used here (the message says what to use instead)."""
 
@@ -128,7 +152,7 @@ def to_device(a, device):
     if device == "cpu":
         return host
     if device == "emulated":
-        return _emulated.DeviceArray(host)
+        return _emulated.upload(host)
     if not cuda_available():
         raise _no_gpu(device)
     use_device(device)
@@ -186,7 +210,8 @@ def sliding_window(x, window: int, step: int, axis: int = -1):
     """
     xp = get_array_module(x)
     if xp is _emulated.xp:
-        return _emulated.apply_host(lambda a: sliding_window(a, window, step, axis), x)
+        return _emulated.apply_host(lambda a: sliding_window(a, window, step, axis), x, name="as_strided",
+                                    launches=0)
     ax = axis % x.ndim
     T = x.shape[ax]
     if window < 1 or window > T:
@@ -220,7 +245,7 @@ def erf(x, exact: bool | None = None):
 
             return scipy.special.erf(x)
         if xp is _emulated.xp:
-            return _emulated.apply_host(lambda a: erf(a, exact=True), x)
+            return _emulated.apply_host(lambda a: erf(a, exact=True), x, name="cupyx.scipy.special.erf")
         return _cupy_special.erf(x)  # pragma: no cover - GPU only
     dtype = x.dtype
     # in place on fresh temporaries: each step is one pass over memory
@@ -254,7 +279,10 @@ def errstate(xp, **kinds):
 
 
 def default_rng(seed=None, device="cpu"):
-    """A random Generator that draws directly on ``device`` (NumPy's, CuPy's, or emulated)."""
+    """A random Generator that draws directly on ``device`` (NumPy's, CuPy's, or emulated).
+
+    The same seed gives different streams on each: the emulated device draws from NumPy's Philox (and offers only
+    CuPy's Generator methods), so that tests compare random runs within one device, as they must with CuPy."""
     device = normalize_device(device)
     if device == "cpu":
         return np.random.default_rng(seed)

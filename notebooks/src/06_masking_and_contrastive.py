@@ -209,7 +209,8 @@ print("negatives in the same phone as the positive:", sum(labels[j] == labels[t_
 #       = \operatorname{logsumexp}(\ell) - \ell_{q_t},$$
 #
 # summed over the masked frames. A negative identical to the positive (the same code picked at two frames) would
-# make the task contradictory, so its logit is set to −∞ (transformers' `neg_is_pos`).
+# make the task contradictory, so its logit is set to −∞ (transformers' `neg_is_pos`; the model finds these by
+# their codewords, which float rounding cannot hide).
 #
 # **Why κ = 0.1.** Cosines lie in [−1, 1]. With κ = 1 the logits span only [−1, 1], and even a perfect model
 # (cosine 1 with the positive) cannot make the positive's probability large against K = 100 negatives. The best
@@ -264,10 +265,11 @@ print("contrastive_loss gradcheck:",
 #
 # `Wav2Vec2ForPreTraining` does all of the above in its forward pass: CNN → mask → Transformer → `project_hid`
 # for the context vectors; CNN → quantiser → `project_q` for the targets (computed from the *unmasked* features);
-# then the contrastive loss over the masked frames, the diversity loss, and (in the fairseq recipe that the tiny
-# preset follows) a feature penalty:
+# then the contrastive loss over the masked frames, the diversity loss, and (in fairseq's BASE recipe) a feature
+# penalty on the CNN's output:
 #
-# $$L = L_m + \alpha\, N\, L_d + \beta\, N\, \overline{z^2}, \qquad \alpha = 0.1,\ \beta = 10,$$
+# $$L = L_m + \alpha\, N\, L_d + \beta\, N\, \overline{z^2}, \qquad \alpha = 0.1,\ \beta = 10 \text{ (BASE) or } 0
+# \text{ (the tiny preset's short-run recipe)},$$
 #
 # with N the number of masked frames (transformers scales the diversity loss by N, so that both terms are sums
 # over masked frames). We pass our own mask and negatives, so that we can recompute the loss from the model's
@@ -286,12 +288,13 @@ print(f"contrastive loss {float(out.contrastive_loss):.3f} = {float(out.contrast
 # the contrastive loss again, from the model's outputs, the mask and the negatives
 c = out.projected_states.numpy()[0]                                          # (T, P) context vectors, projected
 q = out.projected_quantized_states.numpy()[0]                                # (T, P) targets, projected
+codes = backend.to_numpy(out.codevector_indices)[0]                          # (T, G) the codewords each frame chose
 cos = lambda a, b: (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 loss_by_hand = 0.0
 for t in masked_frames:
     cands = np.concatenate([q[t][None], q[neg_utt[0, t]]])                   # (1 + K, P)
     lg = cos(c[t][None], cands) / cfg.contrastive_logits_temperature
-    lg[1:][(cands[1:] == q[t]).all(-1)] = -np.inf                            # duplicates of the positive
+    lg[1:][(codes[neg_utt[0, t]] == codes[t]).all(-1)] = -np.inf             # duplicates: the positive's own codewords
     loss_by_hand += np.logaddexp.reduce(lg) - lg[0]
 print(f"recomputed on the host: {loss_by_hand:.3f}")
 
@@ -300,7 +303,8 @@ total = (float(out.contrastive_loss) + cfg.diversity_loss_weight * float(out.div
          + cfg.feature_penalty_weight * n_masked * float(out.feature_penalty))
 print(f"diversity loss N (GV - ppl) / GV = {n_masked} x ({GV} - {float(out.codevector_perplexity):.2f}) / {GV} "
       f"= {float(out.diversity_loss):.3f}")
-print(f"total: {float(out.loss):.3f};  L_m + 0.1 L_d + 10 N penalty = {total:.3f}")
+print(f"total: {float(out.loss):.3f};  L_m + {cfg.diversity_loss_weight:g} L_d + {cfg.feature_penalty_weight:g} N penalty "
+      f"= {total:.3f}")
 
 # %% [markdown]
 # At initialisation the loss per masked frame is close to chance, log(K + 1). How the candidates look to the

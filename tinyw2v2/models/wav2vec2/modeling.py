@@ -65,6 +65,7 @@ class Wav2Vec2ForPreTrainingOutput(ModelOutput):
     num_masked: int = None                       # N: number of masked frames in the batch
     projected_states: Tensor = None              # (B, T, P) project_hid of the context vectors
     projected_quantized_states: Tensor = None    # (B, T, P) project_q of the quantised features
+    codevector_indices: object = None            # (B, T, G) int64 on the device: the codeword of each group
     extract_features: Tensor = None              # (B, T, C)
     last_hidden_state: Tensor = None             # (B, T, D)
     hidden_states: tuple = None
@@ -330,7 +331,7 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
             prob_perplexity=quantized.prob_perplexity, code_perplexity=quantized.code_perplexity,
             projected_states=context, projected_quantized_states=q, extract_features=base.extract_features,
             last_hidden_state=base.last_hidden_state, hidden_states=base.hidden_states,
-            mask_time_indices=mask, sampled_negative_indices=negatives)
+            codevector_indices=quantized.indices, mask_time_indices=mask, sampled_negative_indices=negatives)
         if negatives is None:
             return out
         # L = L_m + alpha L_d (+ beta * mean(z^2) * N, fairseq's feature penalty)      (section 3.2, eq. 2)
