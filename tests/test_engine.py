@@ -211,3 +211,18 @@ def test_erf_fast_float32_and_exact_float64():
     approx = backend.erf(x.astype(np.float32))
     assert approx.dtype == np.float32
     assert np.max(np.abs(approx - exact)) < 1e-6  # absolute: what GELU's 1 + erf needs
+
+
+def test_every_leaf_gets_its_own_writable_gradient():
+    """add hands the same upstream array to both inputs and sum a read-only broadcast view: the leaves must not
+    share them (zeroing one would zero the other, or the caller's upstream)."""
+    a, b = tw.tensor(np.ones(3), requires_grad=True), tw.tensor(np.ones(3), requires_grad=True)
+    upstream = np.full(3, 2.0, dtype=np.float32)
+    (a + b).backward(upstream)
+    assert a.grad is not b.grad and a.grad is not upstream
+    a.grad[...] = 0
+    np.testing.assert_array_equal(b.grad, 2.0)
+    np.testing.assert_array_equal(upstream, 2.0)
+    w = tw.tensor(np.ones((2, 3)), requires_grad=True)
+    w.sum().backward()
+    w.grad[...] = 0                                          # writable (it was a read-only broadcast view)

@@ -229,6 +229,7 @@ class Tensor:
 
         order = self._topological_order()
         grads = {id(self): grad}
+        handed_out = {id(grad)}        # arrays a leaf already holds as its .grad (or the caller's): never share them
         for node in order:
             g = grads.pop(id(node), None)
             if node._ctx is None:
@@ -256,7 +257,11 @@ class Tensor:
                 gi = _fit_gradient(fn, inp, gi)
                 key = id(inp)
                 if inp._ctx is None:  # leaf: accumulate right away
-                    inp.grad = gi if inp.grad is None else inp.grad + gi
+                    if inp.grad is None:
+                        inp.grad = gi = _own(gi, handed_out)
+                        handed_out.add(id(gi))
+                    else:
+                        inp.grad = inp.grad + gi
                 else:
                     grads[key] = gi if key not in grads else grads[key] + gi
             if not retain_graph:
@@ -288,6 +293,13 @@ class Tensor:
 
     # The operators and the methods that compute (x + y, x @ w, x[i], x.sum(), x.reshape(...), x.to(dtype), ...)
     # are attached by tinyw2v2/ops/methods.py, one line each onto the op that computes them.
+
+
+def _own(g, handed_out: set):
+    """``g`` itself, or a copy when another leaf (or the caller) holds the same array or it is a read-only view (a
+    broadcast upstream), so that every leaf's ``.grad`` is its own writable array."""
+    writeable = getattr(getattr(g, "flags", None), "writeable", True)
+    return g.copy() if id(g) in handed_out or not writeable else g
 
 
 def _fit_gradient(fn, inp: Tensor, g):

@@ -104,7 +104,7 @@ add("transpose", "(1,2,1,3) perm (3,1,0,2)", lambda a: ops.transpose(a, (3, 1, 0
 
 add("getitem", "(5,4)[1:4:2, ::-1]", lambda a: ops.getitem(a, (slice(1, 4, 2), slice(None, None, -1))),
     lambda rng: (n(5, 4)(rng),))
-add("getitem", "(5,3)[[0,2,2,4]] repeated", lambda a, i: ops.getitem(a, i),
+add("getitem", "(5,3)[[0,2,2,4,2]] repeated", lambda a, i: ops.getitem(a, i),
     lambda rng: (n(5, 3)(rng), np.array([0, 2, 2, 4, 2])))
 add("getitem", "(3,4)[bool mask]", lambda a, m: ops.getitem(a, m),
     lambda rng: (n(3, 4)(rng), rng.random((3, 4)) > 0.4))
