@@ -38,8 +38,8 @@ The rules, read against CuPy 14's sources (``cupy/_core``), one call at a time:
 - a NumPy function (``__array_function__``) is 1 launch when it returns a fresh array (or returns nothing,
   writing in place: ``copyto``), 0 when every array it returns is a view of its inputs (``reshape`` that can,
   ``transpose``, ``broadcast_to``, ``moveaxis``, ``expand_dims``, ``split``, ...) or when it returns no array at
-  all (``shape``, ``ndim``, ``result_type``); the exceptions are listed in ``_FUNCTION_COSTS``: ``einsum``
-  follows CuPy's algorithm (one sum per operand axis summed alone, then per pair: copies where the
+  all (``shape``, ``ndim``, ``result_type``); the exceptions (``_count_function``, ``_FIXED_FUNCTION_COSTS``):
+  ``einsum`` follows CuPy's algorithm (one sum per operand axis summed alone, then per pair: copies where the
   batch-major transpose cannot be a view, and a batched GEMM), ``concatenate``/``stack`` copy once per array
   (a single kernel and an upload beyond 8 small arrays), ``var`` 2, ``std`` 3, ``empty_like`` 0;
 - the calls CuPy itself synchronises in: ``nonzero``, ``argwhere``, ``flatnonzero``, one-argument ``where``
