@@ -492,3 +492,24 @@ def test_duplicate_negatives_are_found_by_their_codes_not_by_float_equality():
     _, _, by_vectors = masked_contrastive_loss(context, tw.tensor(q), mask, negatives, 0.1)
     _, _, by_codes = masked_contrastive_loss(context, tw.tensor(q), mask, negatives, 0.1, codes=codes)
     assert int(by_vectors.item()) == 0 and int(by_codes.item()) == 2    # frame 0's negative 1, frame 1's negative 0
+
+
+def test_model_diagram_shapes_match_a_forward():
+    """The shapes printed in the model figure (diagram.py) are the ones a forward makes."""
+    from tinyw2v2.models.wav2vec2.diagram import draw_model, shapes
+    cfg = micro(**NO_DROPOUT)
+    model = Wav2Vec2ForPreTraining(cfg, seed=0)
+    B = 3
+    x = np.random.default_rng(0).standard_normal((B, L)).astype(np.float32)
+    out = model(tw.tensor(x), output_hidden_states=True)
+    s = shapes(cfg, batch=B, seconds=L / 16000)
+    assert s["T"] == cfg.num_frames(L) == out.projected_states.shape[1]
+    assert out.extract_features.shape == s["features"]
+    assert out.last_hidden_state.shape == s["c"]
+    assert out.projected_states.shape == s["context"]
+    assert out.projected_quantized_states.shape == s["targets"]
+    assert tuple(out.codevector_indices.shape) == (B, s["T"], cfg.num_codevector_groups)
+    assert 0 < out.num_masked <= s["N"]
+    fig = draw_model(cfg, batch=B, seconds=L / 16000)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert str(s["context"]).replace(" ", "") in texts.replace(" ", "")
