@@ -8,8 +8,8 @@
 # python3 -m venv .venv && .venv/bin/pip install -e ".[dev]"
 # ```
 #
-# and then does three things in about two minutes: gradient-checks a few ops, pretrains a toy model on the
-# built-in synthetic speech corpus until it has clearly learned something, and looks at the curves. The rest of
+# and then, in about three minutes: gradient-checks a few ops, plays the built-in synthetic speech, draws the
+# model, pretrains it until it has clearly learned something, and looks at the curves. The rest of
 # the series explains every piece; [`docs/notebooks.md`](../docs/notebooks.md) lists it.
 
 # %%
@@ -40,25 +40,88 @@ print(tw.gradcheck(lambda x, w: F.conv1d(x, w, stride=2, groups=2), rng.standard
 # %% [markdown]
 # The whole catalogue (every op on several awkward shapes) is `tinyw2v2 check` on the command line.
 #
-# ## 2. Pretrain for two minutes
+# ## 2. Listen to the data
 #
-# `pretrain` generates the synthetic corpus the first time (speech-like audio: vowels from a glottal pulse train
-# through formant filters, fricatives, stops, silence; 24 speakers who differ in pitch, vocal-tract size, rate,
-# loudness, channel and noise; 4 of them are held out and never heard in training), then trains the `tiny` preset
-# (about 1M parameters) with the contrastive task: for every masked frame, pick its quantised target among
-# K = 20 distractors from the same utterance. This is the README's first command, `tinyw2v2 pretrain`, with its
-# defaults: the tiny preset's short-run recipe.
+# The model learns from the built-in synthetic corpus: speech-like audio (vowels from a glottal pulse train
+# through formant filters, nasals, fricatives, stops, silence) with the phone of every sample known. 24 speakers
+# differ in pitch, vocal-tract size, speaking rate, loudness, channel and noise; 4 of them are held out and never
+# heard in training. It is generated once (about 15 s) into `data/synthetic`, in LibriSpeech's layout. Two
+# utterances, one from a training speaker and one from a held-out speaker:
+
+# %%
+from IPython.display import Audio, display
+from scipy.signal import spectrogram
+from tinyw2v2.data import PHONES, load_audio
+from tinyw2v2.train.corpus import prepare_corpus
+from tinyw2v2.train.pretrain import PretrainArgs
+
+args = PretrainArgs(device=device, out="../runs/notebook01", corpus_dir="../data/synthetic", progress=False)
+corpus = prepare_corpus(args)
+
+
+def show_utterance(split, utterance):
+    """Play one corpus utterance and draw its waveform and spectrogram with the phone alignment."""
+    speaker, chapter, _ = utterance.split("-")
+    folder = corpus / split / speaker / chapter
+    words = dict(line.split(" ", 1) for line in (folder / f"{speaker}-{chapter}.trans.txt").read_text().splitlines())
+    audio = load_audio(folder / f"{utterance}.flac")                          # float32 (L,) at 16 kHz
+    segments = np.load(corpus / split / "alignments.npz")[f"{utterance}.segments"]   # (n, 3): phone, start, end
+    print(f"{split} speaker {speaker}: \"{words[utterance].strip()}\"  ({len(audio) / 16000:.2f} s)")
+    display(Audio(audio, rate=16000))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(12, 3.6), sharex=True)
+    seconds = np.arange(len(audio)) / 16000
+    ax1.plot(seconds, audio, lw=0.4, color="k")
+    f, t, power = spectrogram(audio, fs=16000, nperseg=400, noverlap=400 - 160)   # 25 ms windows every 10 ms
+    ax2.pcolormesh(t, f / 1000, 10 * np.log10(power + 1e-10), shading="auto", cmap="magma")
+    for phone, start, end in segments:
+        for ax in (ax1, ax2):
+            ax.axvline(start / 16000, color="C0", lw=0.5, alpha=0.6)
+        if phone:                                                              # 0 is silence
+            ax1.text((start + end) / 32000, 1.05 * np.abs(audio).max(), PHONES[phone], ha="center", fontsize=8)
+    ax1.set_ylabel("waveform"), ax2.set_ylabel("kHz"), ax2.set_xlabel("time (s)")
+    ax1.set_xlim(0, seconds[-1])
+    plt.tight_layout()
+    plt.show()
+
+
+show_utterance("train", "100-1000-0000")
+show_utterance("test", "120-1200-0000")
+
+# %% [markdown]
+# Vowels show as stacks of formants (dark horizontal bands) over the pitch harmonics, fricatives as noise high
+# up, stops as a gap and a burst. The held-out speaker's pitch and formants sit elsewhere: a good representation
+# has to see the same phone in both.
+#
+# ## 3. The model
+#
+# The `tiny` preset is wav2vec 2.0 BASE's architecture at toy width (about 1M parameters instead of 95M). One
+# batch of the pretraining job, 8 crops of 1 s, through the model, with the shape of every tensor
+# ([`docs/model.md`](../docs/model.md) has the same picture for BASE):
+
+# %%
+from tinyw2v2.models.wav2vec2 import Wav2Vec2Config
+from tinyw2v2.models.wav2vec2.diagram import draw_model
+
+display(draw_model(Wav2Vec2Config.tiny(), batch=8, seconds=1.0))
+
+# %% [markdown]
+# The CNN turns every 20 ms of audio into a vector z; the Transformer reads them with some spans replaced by a
+# learnt mask vector, and must tell, for every masked frame, the quantised version of the true z (its *target*)
+# from K = 20 targets drawn from other frames of the same utterance.
+#
+# ## 4. Pretrain for two minutes
+#
+# This is the README's first command, `tinyw2v2 pretrain`, with its defaults: the tiny preset's short-run recipe.
 
 # %%
 from tinyw2v2.cli import pretraining_summary
-from tinyw2v2.train.pretrain import PretrainArgs, pretrain, read_metrics
+from tinyw2v2.train.pretrain import pretrain, read_metrics
 
-args = PretrainArgs(device=device, out="../runs/notebook01", corpus_dir="../data/synthetic", progress=False)
 result = pretrain(args)
 print(pretraining_summary(result))
 
 # %% [markdown]
-# ## 3. Look at the curves
+# ## 5. Look at the curves
 #
 # The run wrote `metrics.jsonl` (one JSON line per logged step) and a PNG of all its curves (`plots/`). The two that
 # matter first: with K + 1 = 21 candidates that all look alike, the loss is ln 21 ≈ 3.04 and the accuracy is chance,

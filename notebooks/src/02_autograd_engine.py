@@ -120,6 +120,57 @@ loss = h.softmax(-1).log().sum()
 print("graph, from the loss back to the leaves:")
 for node in loss._topological_order():
     print("  ", type(node._ctx).__name__, node.shape)
+
+# %% [markdown]
+# The same graph drawn: each box is a `Function` the forward called (with the shape of what it returned), each
+# ellipse a leaf (an input or a weight), and the arrows run in the forward direction. The walk is the engine's:
+# from the loss, follow `_ctx.inputs` back to the leaves; a node's column is its distance from the leaves.
+# `backward` visits the boxes right to left.
+
+# %%
+def draw_graph(root, names, ax):
+    """Draw the graph that ends at ``root``; ``names`` maps id(leaf tensor) -> label."""
+    column, edges, todo = {}, [], [root]
+    while todo:                                    # collect every tensor and the edges input -> output
+        t = todo.pop()
+        if id(t) in column:
+            continue
+        column[id(t)] = t
+        for inp in (t._ctx.inputs if t._ctx is not None else ()):
+            if inp is not None:
+                edges.append((inp, t))
+                todo.append(inp)
+    depth = {}
+
+    def depth_of(t):                               # leaves 0, every op one more than its deepest input
+        if id(t) not in depth:
+            inputs = [i for i in (t._ctx.inputs if t._ctx is not None else ()) if i is not None]
+            depth[id(t)] = 1 + max(map(depth_of, inputs)) if inputs else 0
+        return depth[id(t)]
+
+    rows, xy = {}, {}
+    for t in column.values():
+        d = depth_of(t)
+        xy[id(t)] = (d, rows.get(d, 0))
+        rows[d] = rows.get(d, 0) + 1
+    for a, b in edges:
+        ax.annotate("", xy[id(b)], xy[id(a)], arrowprops=dict(arrowstyle="->", color="0.4",
+                                                              shrinkA=22, shrinkB=22))
+    for t in column.values():
+        x, y = xy[id(t)]
+        leaf = t._ctx is None
+        label = names.get(id(t), "const") if leaf else f"{type(t._ctx).__name__}\n{tuple(t.shape)}"
+        ax.text(x, y, label, ha="center", va="center", fontsize=9,
+                bbox=dict(boxstyle="ellipse" if leaf else "round", fc="#fce4d6" if leaf else "#dbe9f6", ec="0.3"))
+    ax.set_xlim(-0.6, max(rows) + 0.6), ax.set_ylim(-0.7, max(rows.values()) - 0.3), ax.axis("off")
+
+
+fig, ax = plt.subplots(figsize=(11, 2.2))
+draw_graph(loss, {id(x): f"x {tuple(x.shape)}", id(w): f"w {tuple(w.shape)}"}, ax)
+ax.set_title("loss = log(softmax(tanh(x @ w))).sum()", fontsize=10)
+plt.show()
+
+# %%
 loss.backward()
 print("w.grad =\n", w.grad)
 print("saved arrays after backward:", h._ctx.saved_tensors)
