@@ -266,6 +266,72 @@ def erf(x, exact: bool | None = None):
     return poly
 
 
+# ----------------------------------------------------------------------------------------------
+# Fused kernels: the one seam between an op and hand-written GPU code
+
+
+class ElementwiseKernel:
+    """One fused elementwise kernel, written twice: CUDA C for CuPy (``cupy.ElementwiseKernel``: one launch over
+    the broadcast inputs) and ``twin``, the same computation in NumPy for the host.
+
+    ``kernel(*inputs, *outputs)``: every output is allocated by the caller (``xp.empty``: no launch) and written in
+    place; inputs broadcast against the outputs' shape. ``in_params``, ``out_params`` and ``operation`` are CuPy's
+    (``"T x, T mu"``, ``"T y"``, ``"y = x - mu"``); ``twin(*inputs, *outputs)`` gets NumPy arrays and writes its
+    outputs. On CuPy arrays the CUDA kernel runs (compiled once per dtype); on the emulated device the twin runs on
+    the host arrays and counts as one launch, as the CUDA kernel would; on NumPy arrays the twin runs (the CPU's
+    ops keep their own cache-blocked code; tests compare the twin with the reference op).
+    """
+
+    def __init__(self, name: str, in_params: str, out_params: str, operation: str, twin, preamble: str = ""):
+        self.name, self.in_params, self.out_params = name, in_params, out_params
+        self.operation, self.twin, self.preamble = operation, twin, preamble
+        self._cuda = None
+
+    def __call__(self, *arrays) -> None:
+        xp = get_array_module(*[a for a in arrays if is_array(a)])
+        if xp is np:
+            self.twin(*arrays)
+        elif xp is _emulated.xp:
+            _emulated.apply_host(self.twin, *arrays, name=self.name, launches=1)
+        else:  # pragma: no cover - GPU only
+            if self._cuda is None:
+                self._cuda = _cupy.ElementwiseKernel(self.in_params, self.out_params, self.operation, self.name,
+                                                     preamble=self.preamble)
+            self._cuda(*arrays)
+
+
+class ReductionKernel:
+    """One fused reduction, written twice: CUDA C for CuPy (``cupy.ReductionKernel``: map, reduce, post-map in one
+    launch) and ``twin``, the same in NumPy.
+
+    ``kernel(*inputs, axis=..., out=...)`` reduces the broadcast inputs over ``axis`` into ``out`` (allocated by the
+    caller with the kept dimensions: ``keepdims=True``); ``twin(*inputs, axis=axis, out=out)`` writes ``out``.
+    A pair of sums comes back in one launch as a complex number (``reduce_type="complex<float>"``, ``out`` a
+    complex array whose ``.real`` and ``.imag`` are views: no launch). Counted like ``ElementwiseKernel``.
+    """
+
+    def __init__(self, name: str, in_params: str, out_params: str, map_expr: str, reduce_expr: str,
+                 post_map_expr: str, identity: str, twin, reduce_type: str | None = None, preamble: str = ""):
+        self.name, self.in_params, self.out_params = name, in_params, out_params
+        self.map_expr, self.reduce_expr, self.post_map_expr = map_expr, reduce_expr, post_map_expr
+        self.identity, self.reduce_type, self.preamble, self.twin = identity, reduce_type, preamble, twin
+        self._cuda = None
+
+    def __call__(self, *arrays, axis, out) -> None:
+        xp = get_array_module(out)
+        if xp is np:
+            self.twin(*arrays, axis=axis, out=out)
+        elif xp is _emulated.xp:
+            _emulated.apply_host(lambda *a: self.twin(*a[:-1], axis=axis, out=a[-1]), *arrays, out,
+                                 name=self.name, launches=1)
+        else:  # pragma: no cover - GPU only
+            if self._cuda is None:
+                self._cuda = _cupy.ReductionKernel(self.in_params, self.out_params, self.map_expr, self.reduce_expr,
+                                                   self.post_map_expr, self.identity, self.name,
+                                                   reduce_type=self.reduce_type, preamble=self.preamble)
+            self._cuda(*arrays, axis=axis, keepdims=True, out=out)
+
+
 def errstate(xp, **kinds):
     """``numpy.errstate(**kinds)`` for NumPy (and the emulated device); a no-op where the library does not warn
     (CuPy). Used to silence expected warnings such as log(0) = -inf for a fully masked row."""

@@ -78,15 +78,16 @@ def as_float64(v):
     return v.astype(np.float64) if hasattr(v, "astype") else float(v)
 
 
-def guarded_update(loss, params, opt, clip_norm, step: int, ckpt_path: Path, bar=None):
-    """backward, clip the global gradient norm, and take the optimiser step only if loss and norm are finite.
+def guarded_update(loss, opt, clip_norm, step: int, ckpt_path: Path, bar=None):
+    """backward, clip the global gradient norm of ``opt``'s parameters, and take the optimiser step only if loss and
+    norm are finite.
 
     Returns (loss, norm) as floats: one host sync per step, which is what guards the update. A NaN or Inf raises
     ``TrainingError`` before anything is changed, so the last checkpoint stays the last good state.
     """
     opt.zero_grad()
     loss.backward()
-    norm = optim.clip_grad_norm_(params, clip_norm)
+    norm = opt.clip_grad_norm_(clip_norm)               # the optimiser's: a fused step folds it into its kernel
     loss_value, norm_value = float(loss), float(norm)   # sync point: guard before the update
     if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
         if bar is not None:

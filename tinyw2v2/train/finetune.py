@@ -400,7 +400,7 @@ def finetune(args: FinetuneArgs) -> dict:
         out = model(x, labels=labels, **{mask_kw: mask if mask_kw == "attention_mask" else lengths})
         B = len(idx)
         loss = out.loss * (1.0 / B) if config.ctc_loss_reduction == "sum" else out.loss
-        loss_value, norm_value = guarded_update(loss, trainable, opt, args.clip_norm, step, ckpt_path, bar)
+        loss_value, norm_value = guarded_update(loss, opt, args.clip_norm, step, ckpt_path, bar)
         train_seconds += time.perf_counter() - t0
         done = step + 1
         over_budget = budget is not None and train_seconds >= budget

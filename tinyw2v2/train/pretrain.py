@@ -306,7 +306,6 @@ def _pretrain(args: PretrainArgs) -> dict:
     if start == 0:
         append_metrics(log_path, {"step": 0, "seconds": 0.0, **evaluate(model, eval_set)})
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
     bar = _progress(args, schedule, start, train_seconds)
     last = {}
     step = start
@@ -322,7 +321,7 @@ def _pretrain(args: PretrainArgs) -> dict:
         out = model(x, mask_time_indices=mask, sampled_negative_indices=negatives)
         n = out.num_masked
         loss = out.loss * (1.0 / n)                           # average over masked frames (fairseq)
-        loss_value, norm_value = guarded_update(loss, params, opt, args.clip_norm, step, ckpt_path, bar)
+        loss_value, norm_value = guarded_update(loss, opt, args.clip_norm, step, ckpt_path, bar)
         dt = time.perf_counter() - t0
         train_seconds += dt
         step += 1

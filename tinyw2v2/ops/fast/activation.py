@@ -15,6 +15,7 @@ from ... import backend
 from ...backend import ERF_AS_COEFFICIENTS, ERF_AS_P, get_array_module
 from .. import activation as reference
 from ..dispatch import tuned
+from .kernels import gelu_kernel, use_fused
 from .tuning import TUNING
 
 # Phi from Abramowitz & Stegun 7.1.26 (the same form as backend.erf), fused into GELU. For a = |x|:
@@ -93,9 +94,18 @@ def _gelu_float32(x, want_derivative):
 
 @tuned(reference.Gelu)
 class Gelu(reference.Gelu):
-    """``ops.activation.Gelu`` with the fused float32 kernel above for the exact form; otherwise identical."""
+    """``ops.activation.Gelu`` with the fused float32 kernel above for the exact form on the CPU, and on a device
+    the one-launch ``kernels.gelu_kernel`` (both forms, float32 and float64); otherwise identical."""
 
     def forward(self, x, approximate="none"):
+        if use_fused(x):                                    # on a device: y and dy/dx in one kernel
+            xp = get_array_module(x)
+            need = any(self.needs_input_grad)
+            y = xp.empty_like(x)
+            d = xp.empty_like(x) if need else None
+            gelu_kernel(approximate, need)(x, y, *((d,) if need else ()))
+            self.save_for_backward(d)
+            return y
         if approximate != "none" or x.dtype != np.float32:
             return super().forward(x, approximate)
         y, d = _gelu_float32(x, want_derivative=any(self.needs_input_grad))  # dy/dx only if a gradient is needed

@@ -21,6 +21,8 @@ from ... import backend
 from ...backend import get_array_module
 from .. import norm as reference
 from ..dispatch import tuned
+from .kernels import (column_sums_kernel, complex_dtype, norm_dx_kernel, normalize_kernel, row_sums_kernel,
+                      rstd_kernel, use_fused)
 from .tuning import TUNING
 
 
@@ -58,6 +60,51 @@ def _centre_rows(xb, out, ones, eps):
     return mu, 1.0 / xp.sqrt(var + eps)
 
 
+def _fused_forward(fn, x, weight, bias, axis, eps):
+    """The fused forward on a device: ``xp.mean``, ``rstd_kernel``, ``normalize_kernel`` (3 launches). ``x`` is
+    viewed so that ``axis`` are the statistics' axes and ``weight`` / ``bias`` broadcast against it."""
+    xp = get_array_module(x)
+    n = prod(x.shape[a] for a in axis)
+    mu = xp.mean(x, axis=axis, keepdims=True)
+    rstd = xp.empty(mu.shape, dtype=x.dtype)
+    rstd_kernel(n, eps)(x, mu, axis=axis, out=rstd)
+    y = xp.empty(x.shape, dtype=x.dtype)
+    affine = weight is not None or bias is not None
+    if affine:
+        w = weight if weight is not None else xp.ones((), dtype=x.dtype)
+        b = bias if bias is not None else xp.zeros((), dtype=x.dtype)
+        normalize_kernel(True)(x, mu, rstd, w, b, y)
+    else:
+        normalize_kernel(False)(x, mu, rstd, y)
+    fn.fused = (axis, n)
+    fn.save_for_backward(x, mu, rstd, weight)
+    return y
+
+
+def _fused_backward(fn, g, column_axis):
+    """The fused backward: ``row_sums_kernel`` (the row sums of dxhat and dxhat xhat as one complex pair),
+    ``norm_dx_kernel``, ``column_sums_kernel`` (dweight and dbias as one pair): 3 launches. Returns the gradients
+    in the viewed shapes: dx like x, dweight and dbias like the reduced ``column_axis`` (None where not needed)."""
+    x, mu, rstd, w = fn.saved_tensors
+    axis, n = fn.fused
+    xp = get_array_module(g)
+    need_x, need_w, need_b = fn.needs_input_grad
+    dx = dw = db = None
+    if need_x:
+        pair = xp.empty(mu.shape, dtype=complex_dtype(g.dtype))
+        extra = () if w is None else (w,)
+        row_sums_kernel(g.dtype, w is not None)(g, x, mu, rstd, *extra, axis=axis, out=pair)
+        dx = xp.empty(x.shape, dtype=g.dtype)
+        norm_dx_kernel(n, w is not None)(g, x, mu, rstd, *extra, pair.real, pair.imag, dx)
+    if need_w or need_b:
+        shape = tuple(1 if a in column_axis else s for a, s in enumerate(x.shape))
+        pair = xp.empty(shape, dtype=complex_dtype(g.dtype))
+        column_sums_kernel(g.dtype)(g, x, mu, rstd, axis=column_axis, out=pair)
+        dw = pair.real if need_w else None
+        db = pair.imag if need_b else None
+    return dx, dw, db
+
+
 @tuned(reference.GroupNorm)
 class GroupNorm(reference.GroupNorm):
     """``ops.norm.GroupNorm`` (same inputs, values and gradients), in cache blocks of group rows.
@@ -79,6 +126,13 @@ class GroupNorm(reference.GroupNorm):
         B, C, G = x.shape[0], x.shape[1], num_groups
         Cg, S = C // G, prod(x.shape[2:])
         N = Cg * S
+        self.shape, self.G = x.shape, G
+        if use_fused(x):                                              # on a device: 3 launches
+            per_channel = lambda p: None if p is None else p.reshape(1, G, Cg, 1)  # (C,) -> (1, G, Cg, 1)
+            x4 = x.reshape(B, G, Cg, S)                               # (B, C, *) -> (B, G, Cg, S)
+            y = _fused_forward(self, x4, per_channel(weight), per_channel(bias), (2, 3), eps)
+            return y.reshape(x.shape)                                 # (B, G, Cg, S) -> (B, C, *)
+        self.fused = None
         x2 = x.reshape(B * G, N)                                      # (B, C, *) -> (B*G, N): one row per group
         y = xp.empty((B * G, N), dtype=x.dtype)
         mu = xp.empty((B * G, 1), dtype=x.dtype)
@@ -97,14 +151,18 @@ class GroupNorm(reference.GroupNorm):
                 yc *= (rs * w_rows[r0:r1]).reshape(-1, 1)             # (k, Cg) -> (k*Cg, 1): rstd * weight_c
             if b_rows is not None:
                 yc += b_rows[r0:r1].reshape(-1, 1)                    # (k, Cg) -> (k*Cg, 1)
-        self.shape, self.G = x.shape, G
         self.save_for_backward(x2, mu, rstd, w_rows)
         return y.reshape(x.shape)                                     # (B*G, N) -> (B, C, *)
 
     def backward(self, g):
+        B, C = self.shape[0], self.shape[1]
+        if self.fused is not None:
+            x4 = self.saved_tensors[0]                                # (B, G, Cg, S)
+            dx, dw, db = _fused_backward(self, g.reshape(x4.shape), column_axis=(0, 3))
+            flat = lambda a: None if a is None else a.reshape(C)      # (1, G, Cg, 1) -> (C,)
+            return (None if dx is None else dx.reshape(self.shape)), flat(dw), flat(db)
         x2, mu, rstd, w_rows = self.saved_tensors                    # (B*G, N), (B*G, 1) x2, (B*G, Cg) or None
         xp = get_array_module(g)
-        B, C = self.shape[0], self.shape[1]
         BG, N = x2.shape
         Cg = C // self.G
         S = N // Cg
@@ -166,6 +224,10 @@ class LayerNorm(reference.LayerNorm):
         M = x2.shape[0]
         w = None if weight is None else weight.reshape(N)             # (*norm) -> (N,)
         b = None if bias is None else bias.reshape(N)
+        self.shape, self.wshape = x.shape, x.shape[x.ndim - n_axes:]
+        if use_fused(x):                                              # on a device: 3 launches
+            return _fused_forward(self, x2, w, b, (1,), eps).reshape(x.shape)   # (M, N) -> (..., *norm)
+        self.fused = None
         y = xp.empty((M, N), dtype=x.dtype)
         mu = xp.empty((M, 1), dtype=x.dtype)
         rstd = xp.empty((M, 1), dtype=x.dtype)
@@ -178,11 +240,15 @@ class LayerNorm(reference.LayerNorm):
                 yb *= w
             if b is not None:
                 yb += b
-        self.shape, self.wshape = x.shape, x.shape[x.ndim - n_axes:]
         self.save_for_backward(x2, mu, rstd, w)
         return y.reshape(x.shape)                                     # (M, N) -> (..., *norm)
 
     def backward(self, g):
+        if self.fused is not None:
+            x2 = self.saved_tensors[0]                                # (M, N)
+            dx, dw, db = _fused_backward(self, g.reshape(x2.shape), column_axis=(0,))
+            shaped = lambda a: None if a is None else a.reshape(self.wshape)   # (1, N) -> normalized_shape
+            return (None if dx is None else dx.reshape(self.shape)), shaped(dw), shaped(db)
         x2, mu, rstd, w = self.saved_tensors                         # (M, N), (M, 1), (M, 1), (N,) or None
         xp = get_array_module(g)
         M, N = x2.shape

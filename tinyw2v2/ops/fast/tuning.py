@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass
 
 
@@ -24,6 +25,9 @@ class Tuning:
     gelu_block_elements: int = 1 << 16
     # softmax and attention on NumPy: skip the max-shift when every score is known to lie within +-60
     skip_bounded_shift: bool = True
+    # on a device (CuPy, emulated): GELU, LayerNorm, GroupNorm, AdamW and gradient clipping run as the fused
+    # kernels of ops/fast/kernels.py; False (or TINYW2V2_FUSED=0 in the environment) runs their unfused array code
+    fused_kernels: bool = os.environ.get("TINYW2V2_FUSED", "1") != "0"
 
 
 TUNING = Tuning()
