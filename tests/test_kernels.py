@@ -241,3 +241,32 @@ def test_fused_step_follows_parameters_whose_data_was_replaced_and_resumes_exact
         opt2.step()
     for a, b in zip(params2, ref):
         np.testing.assert_array_equal(a.numpy(), b)
+
+
+# --- CTC: the recursion over time in one launch ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ctc_recursion_is_one_launch_whatever_the_length(dtype):
+    rng = np.random.default_rng(2)
+    launches = {}
+    for T in (12, 48):
+        N, C, S = 3, 6, 5
+        lp = rng.standard_normal((T, N, C)).astype(dtype)
+        targets, lengths = rng.integers(1, C, (N, S)), np.array([5, 3, 0])
+        frames = np.array([T, T - 2, 7])
+        results = {}
+        for device in ("cpu", "emulated"):
+            x = tw.tensor(lp.copy(), requires_grad=True, device=device, dtype=dtype)
+            log_probs = F.log_softmax(x, -1)
+            args = [backend.to_device(a, device) for a in (targets, frames, lengths)]
+            with backend.count_device_work() as work:
+                loss = F.ctc_loss(log_probs, *args)
+            loss.backward()
+            results[device] = (loss.data, x.grad)
+            if device == "emulated":
+                launches[T] = work.launches
+                assert work.by_name["tinyw2v2_ctc_recursion"] == 1 and work.syncs == 0
+        for a, b in zip(results["emulated"], results["cpu"]):
+            _close(a, b, dtype)
+    assert launches[12] == launches[48]                   # no launches per frame

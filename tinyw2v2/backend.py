@@ -332,6 +332,31 @@ class ReductionKernel:
             self._cuda(*arrays, axis=axis, keepdims=True, out=out)
 
 
+class RawKernel:
+    """A hand-written CUDA kernel for what is neither elementwise nor one reduction (a recursion over time), with
+    its NumPy ``twin``. ``source`` is CUDA C with ``real`` for the floating type and one ``extern "C"`` function
+    named ``name``; ``kernel(*args, grid=..., block=...)`` launches it on CuPy arrays (ints become int32) and runs
+    ``twin(*args)`` on the host, one launch on the emulated device."""
+
+    def __init__(self, name: str, source: str, twin):
+        self.name, self.source, self.twin = name, source, twin
+        self._cuda = {}
+
+    def __call__(self, *args, grid: int, block: int) -> None:
+        arrays = [a for a in args if is_array(a)]
+        xp = get_array_module(*arrays)
+        if xp is np:
+            self.twin(*args)
+        elif xp is _emulated.xp:
+            _emulated.apply_host(self.twin, *args, name=self.name, launches=1)
+        else:  # pragma: no cover - GPU only
+            dtype = np.dtype(arrays[0].dtype)
+            if dtype not in self._cuda:
+                ctype = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[dtype]
+                self._cuda[dtype] = _cupy.RawKernel(f"typedef {ctype} real;\n" + self.source, self.name)
+            self._cuda[dtype]((grid,), (block,), tuple(np.int32(a) if isinstance(a, int) else a for a in args))
+
+
 def errstate(xp, **kinds):
     """``numpy.errstate(**kinds)`` for NumPy (and the emulated device); a no-op where the library does not warn
     (CuPy). Used to silence expected warnings such as log(0) = -inf for a fully masked row."""

@@ -21,6 +21,7 @@ from ...backend import get_array_module
 from .. import ctc as reference
 from ..ctc import IMPOSSIBLE, NEG, extend_labels, logsumexp_states, reduce_losses
 from ..dispatch import tuned
+from .kernels import ctc_recursion_kernel, use_fused
 
 
 def _recursion(E, mask, start):
@@ -42,6 +43,17 @@ def _recursion(E, mask, start):
     A[:, :2] = NEG
     A[0] = NEG
     A[0, 2 + start] = 0  # alpha[-1]: a virtual state before frame 0
+    if use_fused(E):  # on a device: every frame in one launch
+        _KERNEL(xp.ascontiguousarray(E), xp.ascontiguousarray(mask), A, K, M, grid=1, block=min(1024, max(M, 1)))
+        return A
+    _loop(E, mask, A)
+    return A
+
+
+def _loop(E, mask, A, K=None, M=None):
+    """The recursion's loop over frames, in place on A (also the NumPy twin of the fused kernel)."""
+    xp = get_array_module(E)
+    K, M = E.shape
     taps = backend.sliding_window(A, 3, 1, axis=1)  # (K+1, M, 3): taps[t, j, k] = A[t, j+k] = alpha[t-1, j-2+k]
     taps = xp.moveaxis(taps, 2, 1)  # (K+1, 3, M), still a view of A
     mask3 = xp.zeros((3, M), dtype=E.dtype)  # (3, M): only the skip tap k = 0 is masked
@@ -62,7 +74,9 @@ def _recursion(E, mask, start):
         xp.log(s, out=s)
         xp.add(s, m, out=s)                # logsumexp_k Z[k]
         xp.add(s, E[t], out=out[t + 1])    # alpha[t] = E[t] + logsumexp
-    return A
+
+
+_KERNEL = ctc_recursion_kernel(_loop)
 
 
 @tuned(reference.CTCLoss)

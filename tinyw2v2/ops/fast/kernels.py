@@ -1,6 +1,6 @@
 """The fused kernels of the GPU path: GELU, LayerNorm / GroupNorm statistics, normalisation and backward, the
 gradient norm and the AdamW update, each written twice through the backend's one seam
-(``backend.ElementwiseKernel`` / ``backend.ReductionKernel``): CUDA C that CuPy compiles (one launch each), and a
+(``backend.ElementwiseKernel`` / ``ReductionKernel`` / ``RawKernel``): CUDA C that CuPy compiles (one launch each), and a
 NumPy twin that computes the same on the host.
 
 Which op uses which kernel, and what each costs on a device (launches; ``benchmarks/device_work.py`` counts them):
@@ -11,6 +11,7 @@ Which op uses which kernel, and what each costs on a device (launches; ``benchma
 | LayerNorm, GroupNorm (``ops/fast/norm.py``) | ``xp.mean``, ``rstd_kernel``, ``normalize_kernel``: 3 | ``row_sums_kernel``, ``column_sums_kernel``, ``norm_dx_kernel``: 3 |
 | gradient clipping (``optim.AdamW(fused=True)``) | gather the gradients (1, plus 1 upload of pointers), ``norm_kernel``: 1 | |
 | AdamW step (same) | coefficients of every parameter (1 upload), ``adamw_kernel``: 1 | |
+| CTC's alpha and beta recursion (``ops/fast/ctc.py``) | ``ctc_recursion_kernel``: 1 for all frames | |
 
 The twins run on the host for the emulated device (each counted as one launch, as the CUDA kernel) and on NumPy
 when a test asks for them; the CPU's ops keep their cache-blocked code (docs/performance.md). ``tests/
@@ -243,5 +244,32 @@ def adamw_kernel(decoupled: bool = True, torch_eps: bool = True):
         _adamw_twin(decoupled, torch_eps))
 
 
-__all__ = ["use_fused", "complex_dtype", "gelu_kernel", "rstd_kernel", "normalize_kernel", "row_sums_kernel",
+# ----------------------------------------------------------------------------------------------
+# The CTC recursion over time in one launch (ops/fast/ctc.py has the maths and the NumPy loop)
+
+_CTC_RECURSION = r"""
+extern "C" __global__ void tinyw2v2_ctc_recursion(const real* E, const real* mask, real* A, int K, int M) {
+    // A (K+1, M+2): row t+1 = alpha[t] in cells 2.., rows and the two padding cells filled by the caller.
+    // One block: every thread owns the cells j = threadIdx.x + k blockDim.x; a barrier between frames.
+    for (int t = 0; t < K; ++t) {
+        const real* prev = A + (long long)t * (M + 2);
+        real* cur = A + (long long)(t + 1) * (M + 2);
+        for (int j = threadIdx.x; j < M; j += blockDim.x) {
+            real z0 = prev[j] + mask[j], z1 = prev[j + 1], z2 = prev[j + 2];
+            real m = max(max(z0, z1), z2);
+            cur[j + 2] = E[(long long)t * M + j] + m + log(exp(z0 - m) + exp(z1 - m) + exp(z2 - m));
+        }
+        __syncthreads();
+    }
+}
+"""
+
+
+def ctc_recursion_kernel(twin):
+    """``kernel(E, mask, A, K, M, grid=1, block=...)``: the alpha recursion of every row and every frame in one
+    launch (one block; threads over the M cells, a barrier per frame), ``twin`` the NumPy loop."""
+    return backend.RawKernel("tinyw2v2_ctc_recursion", _CTC_RECURSION, twin)
+
+
+__all__ = ["ctc_recursion_kernel", "use_fused", "complex_dtype", "gelu_kernel", "rstd_kernel", "normalize_kernel", "row_sums_kernel",
            "column_sums_kernel", "norm_dx_kernel", "norm_kernel", "adamw_kernel"]
