@@ -270,3 +270,37 @@ def test_ctc_recursion_is_one_launch_whatever_the_length(dtype):
         for a, b in zip(results["emulated"], results["cpu"]):
             _close(a, b, dtype)
     assert launches[12] == launches[48]                   # no launches per frame
+
+
+# --- the counter-based random stream of the model's device generator --------------------------------------------
+
+
+def test_counter_random_is_reproducible_uniform_and_costs_no_launch_to_reseed():
+    rng = backend.CounterRandom(7, "emulated")
+    with backend.count_device_work() as draw:
+        a = backend.to_numpy(rng.random((1000, 3)))
+    assert draw.launches == 1 and a.dtype == np.float32 and a.shape == (1000, 3)
+    b = backend.to_numpy(rng.random((1000, 3)))
+    assert not np.array_equal(a, b)                          # the counter moved on
+    with backend.count_device_work() as reseed:
+        rng.reseed(7)
+    assert reseed.launches == 0
+    np.testing.assert_array_equal(backend.to_numpy(rng.random((1000, 3))), a)
+    assert 0.0 <= a.min() and a.max() < 1.0 and abs(a.mean() - 0.5) < 0.02 and abs(a.var() - 1 / 12) < 0.005
+    # not NumPy's stream (CuPy's is not either), and the float64 draws use 53 bits
+    assert not np.allclose(a.ravel()[:8], np.random.default_rng(7).random(8, dtype=np.float32))
+    d = backend.to_numpy(backend.CounterRandom(7, "emulated").random(10000, dtype=np.float64))
+    assert d.dtype == np.float64 and len(np.unique(d)) == 10000 and np.any(d * 2 ** 24 % 1 != 0)
+    assert abs(np.corrcoef(d[:-1], d[1:])[0, 1]) < 0.05     # neighbouring counters are not correlated
+
+
+def test_the_model_reseeds_its_device_stream_every_step_without_device_work():
+    from tinyw2v2.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
+
+    model = Wav2Vec2ForPreTraining(Wav2Vec2Config.tiny(), seed=0).to("emulated")
+    with backend.count_device_work() as work:
+        model.manual_seed([0, 5, 1])
+    first = backend.to_numpy(model.generators.device.random(4))
+    model.manual_seed([0, 5, 1])
+    assert work.launches == 0 and isinstance(model.generators.device, backend.CounterRandom)
+    np.testing.assert_array_equal(backend.to_numpy(model.generators.device.random(4)), first)

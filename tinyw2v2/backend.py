@@ -385,3 +385,90 @@ def default_rng(seed=None, device="cpu"):
     return _cupy.random.default_rng(seed)  # pragma: no cover - GPU only
 
 
+class CounterRandom:
+    """A counter-based random stream on a device (CuPy or emulated): draw k of a stream is a hash of (key, k), so
+    restarting the stream from a seed costs no device work, and no generator state is built per step.
+
+    The hash is Widynski's "squares" (2020): four rounds of squaring a 64-bit counter times the key, 32 random
+    bits per counter; float32 uniforms take 24 of them, float64 53 from two counters. ``random(shape, dtype)``
+    (NumPy's and CuPy's ``Generator.random``) is one fused kernel (``ElementwiseKernel``) and the counter advances
+    on the host. The same seed gives the same numbers on CUDA and on the emulated device, and other numbers than
+    NumPy's generators on the CPU (as CuPy's own would)."""
+
+    def __init__(self, seed=None, device: str = "emulated"):
+        self.device = normalize_device(device)
+        self.reseed(seed)
+
+    def reseed(self, seed) -> None:
+        """Restart the stream from ``seed`` (an int, a list of ints or a SeedSequence): host work only."""
+        seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        lo, hi = (int(w) for w in seq.generate_state(2, dtype=np.uint32))
+        self.key = ((hi << 32) | lo) | 1                 # an odd 64-bit key
+        self.counter = 0
+
+    def random(self, size=None, dtype=np.float32):
+        """Uniform [0, 1) of ``size`` (a tuple, or None for one number as a 0-d array) in float32 or float64."""
+        shape = () if size is None else (tuple(size) if isinstance(size, (tuple, list)) else (int(size),))
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"random: dtype must be float32 or float64, not {dtype}")
+        xp = _emulated.xp if self.device == "emulated" else _cupy
+        out = xp.empty(shape, dtype=dtype)
+        n = int(np.prod(shape, dtype=np.int64))
+        _uniform_kernel(dtype)(np.uint64(self.counter), np.uint64(self.key), out)
+        self.counter += n * (1 if dtype == np.float32 else 2)
+        return out
+
+
+_SQUARES = """
+__device__ unsigned int tinyw2v2_squares32(unsigned long long ctr, unsigned long long key) {
+    unsigned long long x = ctr * key, y = x, z = y + key;
+    x = x * x + y; x = (x >> 32) | (x << 32);
+    x = x * x + z; x = (x >> 32) | (x << 32);
+    x = x * x + y; x = (x >> 32) | (x << 32);
+    return (unsigned int)((x * x + z) >> 32);
+}
+"""
+
+
+def _squares32(ctr, key):
+    """NumPy twin of tinyw2v2_squares32 (uint64 arithmetic wraps as in C)."""
+    key = np.uint64(key)
+    x = ctr * key
+    y = x.copy()
+    z = y + key
+    for add in (y, z, y):
+        x = x * x + add
+        x = (x >> np.uint64(32)) | (x << np.uint64(32))
+    return ((x * x + z) >> np.uint64(32)).astype(np.uint32)
+
+
+def _uniform_twin(ctr, key, out):
+    n = out.size
+    i = np.arange(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        if out.dtype == np.float32:
+            bits = _squares32(np.uint64(ctr) + i, key)
+            out.reshape(-1)[...] = (bits >> np.uint32(8)).astype(np.float32) * np.float32(2.0 ** -24)
+        else:
+            hi = _squares32(np.uint64(ctr) + 2 * i, key) >> np.uint32(5)           # 27 bits
+            lo = _squares32(np.uint64(ctr) + 2 * i + np.uint64(1), key) >> np.uint32(6)   # 26 bits
+            out.reshape(-1)[...] = (hi.astype(np.float64) * 67108864.0 + lo) * (2.0 ** -53)
+
+
+def _uniform_kernel(dtype):
+    if dtype == np.float32:
+        op = "u = (float)(tinyw2v2_squares32(ctr + i, key) >> 8) * 5.9604644775390625e-08f;"
+    else:
+        op = ("unsigned long long j = ctr + 2 * (unsigned long long)i;\n"
+              "u = ((double)(tinyw2v2_squares32(j, key) >> 5) * 67108864.0 "
+              "+ (double)(tinyw2v2_squares32(j + 1, key) >> 6)) * 1.1102230246251565e-16;")
+    if dtype not in _UNIFORM_KERNELS:
+        _UNIFORM_KERNELS[dtype] = ElementwiseKernel(f"tinyw2v2_uniform_{dtype}", "uint64 ctr, uint64 key",
+                                                    f"{'float32' if dtype == np.float32 else 'float64'} u", op,
+                                                    _uniform_twin, preamble=_SQUARES)
+    return _UNIFORM_KERNELS[dtype]
+
+
+_UNIFORM_KERNELS: dict = {}
+

@@ -6,7 +6,9 @@
   drawn where they are used so that nothing large crosses between host and device.
 
 Both derive from one integer seed through ``numpy.random.SeedSequence``; the device generator is made
-again (from a fresh child of the seed sequence) when the model moves to another device.
+again (from a fresh child of the seed sequence) when the model moves to another device. On a device (CuPy,
+emulated) it is a ``backend.CounterRandom``: the training loops reseed every step (``manual_seed``), and a
+counter-based stream restarts from a seed without building any state on the device.
 """
 from __future__ import annotations
 
@@ -29,7 +31,12 @@ class Generators:
         device = backend.normalize_device(device)
         (child,) = self._device_seq.spawn(1)
         seed = int(child.generate_state(1, dtype=np.uint32)[0])
-        self.device = backend.default_rng(seed, device)
+        if device == "cpu":
+            self.device = backend.default_rng(seed, device)
+        elif isinstance(self.device, backend.CounterRandom) and self.device.device == device:
+            self.device.reseed(seed)                     # host work only: nothing is built on the device
+        else:
+            self.device = backend.CounterRandom(seed, device)
         self.device_name = device
         return self
 
@@ -40,5 +47,7 @@ class Generators:
 
     def reseed(self, seed) -> "Generators":
         """Restart both streams from ``seed``."""
-        self.__init__(seed, self.device_name)
-        return self
+        self._seq = np.random.SeedSequence(seed)
+        host_seq, self._device_seq = self._seq.spawn(2)
+        self.host = np.random.default_rng(host_seq)
+        return self.to(self.device_name)
