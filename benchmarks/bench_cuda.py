@@ -1,0 +1,201 @@
+"""tinyw2v2 on a GPU next to transformers + torch on the same GPU: one pretraining step (forward, backward, clipping,
+AdamW) and the eval-mode forward, same config, masks and negatives, same run; plus the launches and syncs of our
+step counted on the emulated device.
+
+    python benchmarks/bench_cuda.py [--device cuda] [--repeat 10] [--only tiny-8x1s] [--out DIR]
+
+Cases: tiny 8 x 1 s and 32 x 1 s, base 2 x 1 s and 8 x 4 s (layerdrop 0, so that every step does the same work).
+Times are the median of ``--repeat`` calls after two warm-up calls, each call ended by a device synchronize, so
+they include the launches and the waits. torch runs eager (no compile), float32, TF32 off (ours is strict float32).
+``--device emulated`` checks the script's logic without a GPU (ours on the emulated device, torch on the CPU); the
+times then mean nothing. Writes ``bench_cuda.json`` and ``bench_cuda.md`` to ``--out`` (default: print only).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+CASES = {"tiny-8x1s": ("tiny", 8, 16000), "tiny-32x1s": ("tiny", 32, 16000),
+         "base-2x1s": ("base", 2, 16000), "base-8x4s": ("base", 8, 64000)}
+
+
+def _config(preset):
+    from tinyw2v2.models.wav2vec2 import Wav2Vec2Config
+
+    return Wav2Vec2Config.preset(preset, layerdrop=0.0)
+
+
+def _inputs(cfg, batch, length):
+    import numpy as np
+
+    from tinyw2v2.models.wav2vec2 import compute_mask_indices, sample_negative_indices
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal((batch, length))).astype(np.float32)
+    T = cfg.num_frames(length)
+    mask = compute_mask_indices((batch, T), cfg.mask_time_prob, cfg.mask_time_length,
+                                min_masks=cfg.mask_time_min_masks, rng=rng)
+    negatives = sample_negative_indices((batch, T), cfg.num_negatives, mask, rng)
+    return x, mask, negatives
+
+
+def ours(cfg, x, mask, negatives, mode, device):
+    """A call that runs one step (or forward) of tinyw2v2 on ``device`` and waits for the device."""
+    import tinyw2v2 as tw
+    from tinyw2v2 import backend, optim
+    from tinyw2v2.models.wav2vec2 import Wav2Vec2ForPreTraining
+
+    model = Wav2Vec2ForPreTraining(cfg, seed=0).to(device)
+    xd = backend.to_device(x, device)
+    sync = (lambda: backend._cupy.cuda.Device().synchronize()) if device.startswith("cuda") else (lambda: None)
+    if mode == "train":
+        model.train()
+        opt = optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+
+        def call():
+            out = model(xd, mask_time_indices=mask, sampled_negative_indices=negatives)
+            loss = out.loss * (1.0 / out.num_masked)
+            opt.zero_grad()
+            loss.backward()
+            norm = opt.clip_grad_norm_(10.0)
+            float(loss), float(norm)               # the training loop's NaN/Inf guard: its 2 syncs
+            opt.step()
+            sync()
+    else:
+        model.eval()
+
+        def call():
+            with tw.no_grad():
+                model(xd, mask_time_indices=mask, sampled_negative_indices=negatives)
+            sync()
+    return call
+
+
+def theirs(cfg, x, mask, negatives, mode, device):
+    """The same with transformers + torch (eager, float32, TF32 off)."""
+    import torch
+    import transformers
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    values = {k: v for k, v in cfg.to_dict().items() if k not in ("architectures",)}
+    model = transformers.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**values)).to(device)
+    xt = torch.from_numpy(x).to(device)
+    mt, nt = torch.from_numpy(mask).to(device), torch.from_numpy(negatives).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    if mode == "train":
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.01)
+
+        def call():
+            out = model(xt, mask_time_indices=mt, sampled_negative_indices=nt)
+            loss = out.loss / mt.sum()
+            opt.zero_grad()
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            loss.item(), norm.item()
+            opt.step()
+            sync()
+    else:
+        model.eval()
+
+        def call():
+            with torch.no_grad():
+                model(xt, mask_time_indices=mt, sampled_negative_indices=nt)
+            sync()
+    return call
+
+
+def timed(call, repeat):
+    call(), call()                                  # warm-up: kernels compiled, moments and caches allocated
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def device_work(cfg, x, mask, negatives):
+    """Launches and syncs of our second training step, counted on the emulated device."""
+    from tinyw2v2 import backend
+
+    call = ours(cfg, x, mask, negatives, "train", "emulated")
+    call()
+    with backend.count_device_work() as work:
+        call()
+    return work.launches, work.syncs
+
+
+def torch_device(device):
+    try:
+        import torch
+        import transformers  # noqa: F401
+    except ImportError:
+        return None
+    if device.startswith("cuda"):
+        return device if torch.cuda.is_available() else None
+    return "cpu"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--only", action="append", choices=list(CASES))
+    p.add_argument("--modes", default="train,forward")
+    p.add_argument("--count", default="tiny-8x1s,base-2x1s",
+                   help="cases whose step is also counted on the emulated device (empty: none)")
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    tdev = torch_device(a.device)
+    if a.device.startswith("cuda"):
+        import cupy
+
+        name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
+        name = name.decode() if isinstance(name, bytes) else name
+        print(f"device: {name}, CuPy {cupy.__version__}; torch on {tdev or 'nothing (not installed)'}")
+    else:
+        name = a.device
+    rows = []
+    for case in a.only or list(CASES):
+        preset, batch, length = CASES[case]
+        cfg = _config(preset)
+        x, mask, negatives = _inputs(cfg, batch, length)
+        for mode in a.modes.split(","):
+            t_ours = timed(ours(cfg, x, mask, negatives, mode, a.device), a.repeat)
+            t_theirs = timed(theirs(cfg, x, mask, negatives, mode, tdev), a.repeat) if tdev else None
+            row = {"case": case, "mode": mode, "ours_s": t_ours, "torch_s": t_theirs,
+                   "ratio": None if t_theirs is None else t_ours / t_theirs}
+            if mode == "train" and case in a.count.split(","):
+                row["launches"], row["syncs"] = device_work(cfg, x, mask, negatives)
+            rows.append(row)
+            ratio = "" if row["ratio"] is None else f"  ours/torch {row['ratio']:.2f}"
+            counts = f"  {row['launches']} launches, {row['syncs']} syncs" if "launches" in row else ""
+            theirs_s = "" if t_theirs is None else f"  torch {1e3 * t_theirs:8.2f} ms"
+            print(f"{case:11s} {mode:8s} ours {1e3 * t_ours:8.2f} ms{theirs_s}{ratio}{counts}", flush=True)
+    table = ["| case | mode | ours (ms) | transformers + torch (ms) | ours / torch | launches per step | syncs |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        fmt = lambda v, f: "–" if v is None else format(v, f)
+        table.append(f"| {r['case']} | {r['mode']} | {1e3 * r['ours_s']:.2f} | "
+                     f"{fmt(None if r['torch_s'] is None else 1e3 * r['torch_s'], '.2f')} | {fmt(r['ratio'], '.2f')} | "
+                     f"{r.get('launches', '–')} | {r.get('syncs', '–')} |")
+    print("\n".join(table))
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "bench_cuda.json"), "w") as f:
+            json.dump({"device": name, "rows": rows}, f, indent=1)
+        with open(os.path.join(a.out, "bench_cuda.md"), "w") as f:
+            f.write(f"{name}\n\n" + "\n".join(table) + "\n")
+
+
+if __name__ == "__main__":
+    main()
