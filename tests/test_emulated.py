@@ -198,3 +198,17 @@ def test_a_tiny_training_step_meets_the_launch_and_sync_budgets():
     assert fwd["tinyw2v2_norm_rstd"] == fwd["tinyw2v2_norm_affine"] == fwd["np.mean"] == 11  # 1 GN + 10 LN
     assert counts["guard"].syncs == 2                                                 # float(loss), float(norm)
     assert sum(w.syncs for w in counts.values()) == 2, {k: w.syncs_by_name for k, w in counts.items()}
+
+
+def test_a_logged_line_reads_the_device_once():
+    """The interval means of ~10 metrics kept on the device come back in one transfer per logged line."""
+    from tinyw2v2.train.common import IntervalMeans
+
+    m = IntervalMeans()
+    for step in range(3):
+        m.add({f"metric{i}": backend.to_device(np.array(step + i, np.float32), "emulated") for i in range(10)}
+              | {"lr": 1e-3}, maxima=("metric0",))
+    with backend.count_device_work() as work:
+        means = m.pop()
+    assert work.syncs == 1, work.syncs_by_name
+    assert means["metric3"] == 4.0 and means["metric0_batch_max"] == 2.0 and means["lr"] == 1e-3

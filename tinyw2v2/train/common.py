@@ -61,15 +61,30 @@ class IntervalMeans:
 
     def pop(self) -> dict:
         """The means (and maxima, as ``<name>_batch_max``) since the last pop; then start a new interval."""
-        means = {k: value_of(self.sums[k]) / self.weights[k] for k in self.sums if self.weights[k] > 0}
-        means.update({f"{k}_batch_max": value_of(v) for k, v in self.maxima.items()})
+        values = read_values({**self.sums, **{f"{k}_batch_max": v for k, v in self.maxima.items()}})
+        means = {k: values[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+        means.update({f"{k}_batch_max": values[f"{k}_batch_max"] for k in self.maxima})
         self.sums, self.weights, self.maxima = {}, {}, {}
         return means
 
     def state(self) -> dict:
         """The running sums as JSON numbers (for the checkpoint)."""
-        return {"sums": {k: value_of(v) for k, v in self.sums.items()}, "weights": dict(self.weights),
-                "maxima": {k: value_of(v) for k, v in self.maxima.items()}}
+        values = read_values({**{("sum", k): v for k, v in self.sums.items()},
+                              **{("max", k): v for k, v in self.maxima.items()}})
+        return {"sums": {k: values[("sum", k)] for k in self.sums}, "weights": dict(self.weights),
+                "maxima": {k: values[("max", k)] for k in self.maxima}}
+
+
+def read_values(values: dict) -> dict:
+    """{name: Python float} from numbers and 0-d arrays; the device arrays among them are read in one transfer
+    (one sync per logged line, however many metrics are on the device)."""
+    on_device = [k for k, v in values.items() if backend.is_device_array(v)]
+    out = {k: value_of(v) for k, v in values.items() if k not in on_device}
+    if on_device:
+        xp = backend.get_array_module(values[on_device[0]])
+        host = backend.to_numpy(xp.stack([values[k].astype(np.float64) for k in on_device]))   # one sync
+        out.update({k: float(v) for k, v in zip(on_device, host)})
+    return {k: out[k] for k in values}
 
 
 def as_float64(v):
