@@ -334,7 +334,7 @@ class ReductionKernel:
 
 class RawKernel:
     """A hand-written CUDA kernel for what is neither elementwise nor one reduction (a recursion over time), with
-    its NumPy ``twin``. ``source`` is CUDA C with ``real`` for the floating type and one ``extern "C"`` function
+    its NumPy ``twin``. ``source`` is CUDA C with ``scalar_t`` for the floating type and one ``extern "C"`` function
     named ``name``; ``kernel(*args, grid=..., block=...)`` launches it on CuPy arrays (ints become int32) and runs
     ``twin(*args)`` on the host, one launch on the emulated device."""
 
@@ -353,7 +353,7 @@ class RawKernel:
             dtype = np.dtype(arrays[0].dtype)
             if dtype not in self._cuda:
                 ctype = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}[dtype]
-                self._cuda[dtype] = _cupy.RawKernel(f"typedef {ctype} real;\n" + self.source, self.name)
+                self._cuda[dtype] = _cupy.RawKernel(f"typedef {ctype} scalar_t;\n" + self.source, self.name)
             self._cuda[dtype]((grid,), (block,), tuple(np.int32(a) if isinstance(a, int) else a for a in args))
 
 

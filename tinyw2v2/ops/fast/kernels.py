@@ -248,15 +248,16 @@ def adamw_kernel(decoupled: bool = True, torch_eps: bool = True):
 # The CTC recursion over time in one launch (ops/fast/ctc.py has the maths and the NumPy loop)
 
 _CTC_RECURSION = r"""
-extern "C" __global__ void tinyw2v2_ctc_recursion(const real* E, const real* mask, real* A, int K, int M) {
+extern "C" __global__ void tinyw2v2_ctc_recursion(const scalar_t* E, const scalar_t* mask, scalar_t* A, int K,
+                                                   int M) {
     // A (K+1, M+2): row t+1 = alpha[t] in cells 2.., rows and the two padding cells filled by the caller.
     // One block: every thread owns the cells j = threadIdx.x + k blockDim.x; a barrier between frames.
     for (int t = 0; t < K; ++t) {
-        const real* prev = A + (long long)t * (M + 2);
-        real* cur = A + (long long)(t + 1) * (M + 2);
+        const scalar_t* prev = A + (long long)t * (M + 2);
+        scalar_t* cur = A + (long long)(t + 1) * (M + 2);
         for (int j = threadIdx.x; j < M; j += blockDim.x) {
-            real z0 = prev[j] + mask[j], z1 = prev[j + 1], z2 = prev[j + 2];
-            real m = max(max(z0, z1), z2);
+            scalar_t z0 = prev[j] + mask[j], z1 = prev[j + 1], z2 = prev[j + 2];
+            scalar_t m = max(max(z0, z1), z2);
             cur[j + 2] = E[(long long)t * M + j] + m + log(exp(z0 - m) + exp(z1 - m) + exp(z2 - m));
         }
         __syncthreads();
