@@ -19,29 +19,12 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_model import model_config, model_inputs
 
 CASES = {"tiny-8x1s": ("tiny", 8, 16000), "tiny-32x1s": ("tiny", 32, 16000),
          "base-2x1s": ("base", 2, 16000), "base-8x4s": ("base", 8, 64000)}
-
-
-def _config(preset):
-    from tinyw2v2.models.wav2vec2 import Wav2Vec2Config
-
-    return Wav2Vec2Config.preset(preset, layerdrop=0.0)
-
-
-def _inputs(cfg, batch, length):
-    import numpy as np
-
-    from tinyw2v2.models.wav2vec2 import compute_mask_indices, sample_negative_indices
-
-    rng = np.random.default_rng(0)
-    x = (0.1 * rng.standard_normal((batch, length))).astype(np.float32)
-    T = cfg.num_frames(length)
-    mask = compute_mask_indices((batch, T), cfg.mask_time_prob, cfg.mask_time_length,
-                                min_masks=cfg.mask_time_min_masks, rng=rng)
-    negatives = sample_negative_indices((batch, T), cfg.num_negatives, mask, rng)
-    return x, mask, negatives
 
 
 def ours(cfg, x, mask, negatives, mode, device):
@@ -167,8 +150,8 @@ def main(argv=None):
     rows = []
     for case in a.only or list(CASES):
         preset, batch, length = CASES[case]
-        cfg = _config(preset)
-        x, mask, negatives = _inputs(cfg, batch, length)
+        cfg = model_config(preset)
+        x, mask, negatives = model_inputs(cfg, batch, length)
         for mode in a.modes.split(","):
             t_ours = timed(ours(cfg, x, mask, negatives, mode, a.device), a.repeat)
             t_theirs = timed(theirs(cfg, x, mask, negatives, mode, tdev), a.repeat) if tdev else None

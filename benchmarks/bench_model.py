@@ -67,13 +67,15 @@ def _peak_mb() -> float:
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10
 
 
-def _config(preset):
+def model_config(preset):
+    """The preset with layerdrop 0 (every step does the same work); bench_cuda.py uses it too."""
     from tinyw2v2.models.wav2vec2 import Wav2Vec2Config
 
     return Wav2Vec2Config.preset(preset, layerdrop=0.0)
 
 
-def _inputs(cfg, batch, length):
+def model_inputs(cfg, batch, length):
+    """(waveforms, mask, negatives) from a fixed seed; bench_cuda.py uses them too."""
     import numpy as np
 
     from tinyw2v2.models.wav2vec2 import compute_mask_indices, sample_negative_indices
@@ -143,8 +145,8 @@ def _torch(cfg, x, mask, negatives, mode, threads):
 
 
 def worker(framework, preset, batch, length, mode, threads, repeat, device):
-    cfg = _config(preset)
-    x, mask, negatives = _inputs(cfg, batch, length)
+    cfg = model_config(preset)
+    x, mask, negatives = model_inputs(cfg, batch, length)
     call = _ours(cfg, x, mask, negatives, mode, device) if framework == "ours" else \
         _torch(cfg, x, mask, negatives, mode, threads)
     rss0 = _status_mb("VmRSS")
