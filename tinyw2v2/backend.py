@@ -472,3 +472,37 @@ def _uniform_kernel(dtype):
 
 _UNIFORM_KERNELS: dict = {}
 
+
+
+# ----------------------------------------------------------------------------------------------
+# several processes (tinyw2v2/train/distributed.py): the GPUs seen, waiting for a device's work, NCCL
+
+
+def device_count() -> int:
+    """The GPUs CuPy sees (0 without CuPy or without a GPU)."""
+    return int(_cupy.cuda.runtime.getDeviceCount()) if cuda_available() else 0
+
+
+def synchronize(device) -> None:
+    """Wait until the work queued on ``device`` is done: before a library that knows nothing of CuPy's streams (MPI)
+    reads the device's memory. A no-op for the CPU and the emulated device."""
+    if normalize_device(device).startswith("cuda:") and cuda_available():
+        _cupy.cuda.get_current_stream().synchronize()  # pragma: no cover - GPU only
+
+
+def nccl_available() -> bool:
+    """True when CuPy was built with NCCL and a GPU answers."""
+    if not cuda_available():
+        return False
+    from cupy.cuda import nccl  # pragma: no cover - GPU only
+
+    return bool(nccl.available)  # pragma: no cover - GPU only
+
+
+def nccl_communicator(world: int, rank: int):
+    """NCCL among ``world`` processes, this one ``rank`` on its current GPU (``use_device`` first): CuPy's
+    ``cupyx.distributed`` communicator, bootstrapped over MPI (mpi4py). ``comm.all_reduce(a, a, "sum")`` sums the
+    device array ``a`` over the processes, in place, on the current stream."""
+    import cupyx.distributed  # pragma: no cover - GPU only
+
+    return cupyx.distributed.init_process_group(world, rank, use_mpi=True)  # pragma: no cover - GPU only
