@@ -1,6 +1,7 @@
 """The ``tinyw2v2`` command line: every subcommand, one error handler.
 
     tinyw2v2 pretrain [--steps N | --minutes M] [--device cpu|cuda] [--data synthetic|PATH] [--set key=value ...]
+    mpiexec -n 2 tinyw2v2 pretrain ...                                data parallel on 2 processes (and finetune)
     tinyw2v2 analyze RUN_DIR_OR_CHECKPOINT [--data CORPUS_SPLIT]
     tinyw2v2 finetune --init RUN_DIR [--labels 40] [--minutes 10]   CTC fine-tuning
     tinyw2v2 evaluate RUN_DIR                                         CER/WER table and the worst examples
@@ -11,7 +12,7 @@
 The options of ``pretrain`` and ``finetune`` are made from their argument dataclasses (``PretrainArgs``,
 ``FinetuneArgs``): one option per field, its help the field's. A mistake of the user's (a bad option value, a file
 that is not there, a config the model cannot be built with, a device this machine lacks) ends in one line on
-stderr and exit status 2, never in a traceback.
+stderr and exit status 2, never in a traceback. Under an MPI launcher only rank 0 prints.
 """
 from __future__ import annotations
 
@@ -123,6 +124,8 @@ def _pretrain(args) -> int:
 
     fixed = {"steps": None} if args.minutes is not None and args.steps is None else {}  # the time budget alone
     result = pretrain(dataclass_from_options(PretrainArgs, args, **fixed))
+    if result["rank"] > 0:                    # under mpiexec, rank 0 reports
+        return 0
     print_metrics(result["metrics"])
     print(f"checkpoint: {result['checkpoint']}")
     print("plots: " + ", ".join(result["plots"]))
@@ -135,6 +138,8 @@ def _finetune(args) -> int:
 
     fixed = {"steps": None} if args.minutes is not None and args.steps is None else {}
     result = finetune(dataclass_from_options(FinetuneArgs, args, **fixed))
+    if result["rank"] > 0:                    # under mpiexec, rank 0 reports
+        return 0
     print_metrics(result["metrics"])
     for r in result.get("worst", []):
         print(f"  worst: {r['id']} CER {r['cer']:.2f}\n    ref: {r['reference']}\n    hyp: {r['hypothesis']}")
@@ -276,8 +281,11 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
         return args.handler(args)
     except user_errors() as e:
+        from .train.distributed import launched_rank
+
         message = str(e).strip().replace("\n", " ")
-        print(f"error: {message}", file=sys.stderr)
+        if launched_rank() == 0:              # under mpiexec every rank raised it: rank 0 says it once
+            print(f"error: {message}", file=sys.stderr)
         return 2
 
 

@@ -93,15 +93,16 @@ def as_float64(v):
     return v.astype(np.float64) if hasattr(v, "astype") else float(v)
 
 
-def guarded_update(loss, opt, clip_norm, step: int, ckpt_path: Path, bar=None):
-    """backward, clip the global gradient norm of ``opt``'s parameters, and take the optimiser step only if loss and
-    norm are finite.
+def guarded_update(loss, opt, clip_norm, step: int, ckpt_path: Path, bar=None, sum_gradients=None):
+    """After the backward: clip the global gradient norm of ``opt``'s parameters, and take the optimiser step only if
+    loss and norm are finite. ``sum_gradients(params)``, when given, first sums every gradient over the ranks of a
+    data-parallel run (``train/distributed.py``); ``loss`` is then the whole update's loss, the same on every rank.
 
     Returns (loss, norm) as floats: one host sync per step, which is what guards the update. A NaN or Inf raises
     ``TrainingError`` before anything is changed, so the last checkpoint stays the last good state.
     """
-    opt.zero_grad()
-    loss.backward()
+    if sum_gradients is not None:
+        sum_gradients(opt.params)                       # every rank: the gradient of the whole update's loss
     norm = opt.clip_grad_norm_(clip_norm)               # the optimiser's: a fused step folds it into its kernel
     loss_value, norm_value = float(loss), float(norm)   # sync point: guard before the update
     if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
@@ -115,10 +116,10 @@ def guarded_update(loss, opt, clip_norm, step: int, ckpt_path: Path, bar=None):
     return loss_value, norm_value
 
 
-def restore_checkpoint(ckpt_path: Path, model, opt, config, log_path: Path, options: str,
+def restore_checkpoint(ckpt_path: Path, model, opt, config, log_path: Path | None, options: str,
                        check_state=None) -> dict:
     """``--resume``: load a run's checkpoint into the model and the optimiser and cut the metrics log back to its
-    step; returns the checkpoint's metadata. A checkpoint of another config is refused, naming ``options`` (the
+    step (``log_path`` None: leave the log alone, as every rank but rank 0 does); returns the checkpoint's metadata. A checkpoint of another config is refused, naming ``options`` (the
     command-line options that fix the config); ``check_state(state)`` may refuse it for a clearer reason before
     the state is loaded."""
     state, optim_arrays, meta = read_checkpoint(ckpt_path)
@@ -132,7 +133,8 @@ def restore_checkpoint(ckpt_path: Path, model, opt, config, log_path: Path, opti
     except RuntimeError as e:
         raise TrainingError(f"{ckpt_path}: {e}") from None
     load_optimizer(opt, optim_arrays, meta)
-    truncate_metrics(log_path, int(meta["step"]))
+    if log_path is not None:
+        truncate_metrics(log_path, int(meta["step"]))
     return meta
 
 

@@ -5,6 +5,8 @@ One step (fairseq's fine-tuning recipe, at toy scale):
     spans -> mask embedding, channel spans -> 0), LayerDrop, dropout; CTC loss summed over the batch
     loss / B  (fairseq's sentence_avg: gradients averaged over utterances)
     backward, clip the global gradient norm, Adam step; the learning rate follows the tri-stage schedule.
+With ``--accumulate K`` or under ``mpiexec -n R`` an update takes R x K consecutive batches of the sequence, B
+counts the utterances of all of them, and the gradients are summed over the ranks (``train/distributed.py``).
 
 - Start: a tinyw2v2 pretraining checkpoint (``--init runs/pretrain``: encoder copied, new ``lm_head``), a
   transformers directory, a fine-tuning checkpoint (continued; its vocabulary must match), or nothing (the
@@ -48,6 +50,7 @@ from ..io import read_checkpoint, save_checkpoint
 from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, guarded_update, progress_bar,
                      read_metrics, restore_checkpoint)
 from .corpus import CorpusArgs, prepare_corpus
+from .distributed import DataParallel, DataParallelArgs, data_parallel
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
 from .plots import plot_finetuning
 
@@ -62,7 +65,7 @@ FINETUNE_CONFIG = dict(
 
 
 @dataclass
-class FinetuneArgs(CorpusArgs):
+class FinetuneArgs(CorpusArgs, DataParallelArgs):
     """Everything a fine-tuning run takes; ``tinyw2v2 finetune`` has one option per field."""
     init: str | None = arg(None, "a pretraining run dir or checkpoint.npz, a transformers directory, or a fine-tuning "
                                  "checkpoint; omit to train the same architecture from scratch")
@@ -76,7 +79,7 @@ class FinetuneArgs(CorpusArgs):
     overrides: dict = arg({}, "model config fields to change (--set KEY=VALUE, repeatable)")
     steps: int | None = arg(2000, "updates (with --minutes: whichever ends first)")
     minutes: float | None = arg(None, "training-time budget in minutes (evaluation not counted); the schedule spans it")
-    batch_seconds: float = arg(16.0, "audio per batch, padding included")
+    batch_seconds: float = arg(16.0, "audio per batch (per rank and micro-batch), padding included")
     lr: float = arg(1e-3, "peak learning rate")
     phase_ratio: tuple = arg((0.1, 0.4, 0.5), "tri-stage phases (warm-up, hold, decay) as fractions of the budget")
     init_lr_scale: float = arg(0.01, "initial lr / peak")
@@ -122,9 +125,10 @@ def choose_subset(n: int, labels, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:count])
 
 
-def _paths(args: FinetuneArgs):
+def _paths(args: FinetuneArgs, parallel: DataParallel):
     if args.data == "synthetic":
-        root = prepare_corpus(args)
+        parallel.collective(prepare_corpus, args, main_only=True)   # rank 0 writes it once, the others wait for it
+        root = Path(args.corpus_dir)
         return root / "train", Path(args.eval_data) if args.eval_data else root / "test"
     if args.eval_data is None:
         raise TrainingError("--eval-data is needed with --data PATH: a labelled held-out set (ideally other speakers)")
@@ -285,7 +289,13 @@ class _Schedule:
 
 
 def finetune(args: FinetuneArgs) -> dict:
-    """Run (or resume) a fine-tuning; returns the last metrics and the paths written."""
+    """Run (or resume) a fine-tuning; returns the last metrics and the paths written (under ``mpiexec``, rank 0
+    writes them)."""
+    with data_parallel(args) as parallel:
+        return _finetune(args, parallel)
+
+
+def _finetune(args: FinetuneArgs, parallel: DataParallel) -> dict:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / "checkpoint.npz", out_dir / "metrics.jsonl"
@@ -298,10 +308,12 @@ def finetune(args: FinetuneArgs) -> dict:
     if args.lr <= 0:
         raise TrainingError(f"--lr must be positive, got {args.lr:g}")
     last_step = args.steps if args.steps is not None else 10 ** 12   # a time budget alone ends the run
-    train_path, eval_path = _paths(args)
+    main = parallel.main                                      # rank 0 (the only one in a run of one process)
+    train_path, eval_path = _paths(args, parallel)
 
-    # 1. the labelled subset and the vocabulary
-    items, report = load_training_set(train_path, args)
+    # 1. the labelled subset (the same on every rank) and the vocabulary
+    items, report = parallel.collective(load_training_set, train_path, args)
+    items = parallel.keep_common(items, [uid for uid, _, _ in items], str(train_path))
     if args.vocab:
         vocab = Vocabulary.load(args.vocab)
     else:
@@ -314,23 +326,29 @@ def finetune(args: FinetuneArgs) -> dict:
                                 "--subset-seed and --vocab, or pick a new --out directory")
 
     # 2. the model
-    model, origin = build_model(args, len(vocab))
+    model, origin = parallel.collective(build_model, args, len(vocab))
     config = model.config
     train_set, label_report = prepare_labels(items, vocab, config, args.strict, str(train_path))
-    _print_data_report(train_path, report, label_report, len(train_set))
+    if main:
+        _print_data_report(train_path, report, label_report, len(train_set))
     if not train_set:
         raise TrainingError(f"{train_path}: no usable labelled utterance is left (see the counts above)")
-    eval_limit = args.eval_utterances if args.eval_utterances else None
-    eval_stats = EncodeStats()
-    eval_set, eval_info = load_labelled_utterances(eval_path, vocab, normalize=args.normalize, limit=eval_limit,
-                                                   stats=eval_stats)
-    if eval_stats.unknown:
-        print(f"{eval_path}: {eval_stats.report()}")
-    if not eval_set:
-        raise TrainingError(f"{eval_path}: no readable labelled held-out audio")
+
+    def load_eval_set():
+        stats = EncodeStats()
+        utterances, _ = load_labelled_utterances(eval_path, vocab, normalize=args.normalize,
+                                                 limit=args.eval_utterances if args.eval_utterances else None,
+                                                 stats=stats)
+        if stats.unknown:
+            print(f"{eval_path}: {stats.report()}")
+        if not utterances:
+            raise TrainingError(f"{eval_path}: no readable labelled held-out audio")
+        return utterances
+
+    eval_set = parallel.collective(load_eval_set, main_only=True)   # only rank 0 evaluates
     batches = LabelledBatches([u["audio"].shape[0] for u in train_set], args.batch_seconds, args.seed)
 
-    model.to(args.device)
+    parallel.collective(model.to, parallel.device)            # a rank that lacks its device stops every rank
     if args.freeze_feature_encoder:
         model.freeze_feature_encoder()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -339,46 +357,55 @@ def finetune(args: FinetuneArgs) -> dict:
     schedule = _Schedule(args)
     start, train_seconds = 0, 0.0
     interval = IntervalMeans()                                # training figures since the last logged line
-    if args.resume and ckpt_path.exists():
+    if args.resume and parallel.max(ckpt_path.exists()):     # every rank resumes if one sees a checkpoint
         def same_vocabulary(state):
             head = state.get("lm_head.weight")
             if head is not None and head.shape[0] != len(vocab):
                 raise TrainingError(str(vocabulary_mismatch(int(head.shape[0]), len(vocab), ckpt_path)))
 
-        meta = restore_checkpoint(ckpt_path, model, opt, config, log_path, "--init/--preset/--set",
-                                  check_state=same_vocabulary)
+        meta = parallel.collective(restore_checkpoint, ckpt_path, model, opt, config, log_path if main else None,
+                                   "--init/--preset/--set", check_state=same_vocabulary)
         start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
         interval = IntervalMeans(meta.get("interval"))
-        print(f"resumed from {ckpt_path} at step {start} ({train_seconds:.0f} s of training)")
-    elif args.resume:
+        if main:
+            print(f"resumed from {ckpt_path} at step {start} ({train_seconds:.0f} s of training)")
+    elif args.resume and main:
         print(f"--resume: no checkpoint in {out_dir}, so this run starts from scratch")
-    elif log_path.exists():
+    elif main and log_path.exists():
         log_path.unlink()
-    vocab.save(out_dir)
-    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    (out_dir / "args.json").write_text(json.dumps(dict(asdict(args), resolved_eval_data=str(eval_path),
-                                                       resolved_train_data=str(train_path), origin=origin,
-                                                       labelled_utterances=len(train_set)), indent=2))
+    parallel.check_replicas(model.parameters(), start)       # every rank starts from the same parameters
+    if main:
+        vocab.save(out_dir)
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (out_dir / "args.json").write_text(json.dumps(dict(asdict(args), resolved_eval_data=str(eval_path),
+                                                           resolved_train_data=str(train_path), origin=origin,
+                                                           labelled_utterances=len(train_set)), indent=2))
 
     def checkpoint(step):
-        save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args),
-                                                "train_seconds": train_seconds, "vocab": vocab.tokens,
-                                                "interval": interval.state()})
+        parallel.check_replicas(model.parameters(), step)
+        if main:
+            save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args),
+                                                    "train_seconds": train_seconds, "vocab": vocab.tokens,
+                                                    "interval": interval.state()})
 
     def run_eval():
         r = evaluate_utterances(model, vocab, eval_set)
         return {"eval_cer": r["cer"], "eval_wer": r["wer"], "eval_loss": r["loss"]}, r["rows"]
 
-    print(f"fine-tuning from {origin}: {len(train_set)} labelled utterances "
-          f"({sum(u['audio'].shape[0] for u in train_set) / SAMPLE_RATE / 60:.1f} min), vocabulary of {len(vocab)}, "
-          f"held-out {len(eval_set)} utterances of {eval_path}")
+    if main:
+        print(f"fine-tuning from {origin}: {len(train_set)} labelled utterances "
+              f"({sum(u['audio'].shape[0] for u in train_set) / SAMPLE_RATE / 60:.1f} min), vocabulary of "
+              f"{len(vocab)}, held-out {len(eval_set)} utterances of {eval_path}")
+        layout = parallel.describe("batches", 1)
+        if layout:
+            print(layout)
     last_rows = None
-    if start == 0:
+    if start == 0 and main:
         metrics, last_rows = run_eval()
         append_metrics(log_path, {"step": 0, "seconds": 0.0, **metrics})
     model.train()
     mask_kw = "attention_mask" if uses_attention_mask(config) else "sample_lengths"
-    bar = _progress(args, start)
+    bar = _progress(args, start, main)
     last, frozen = {}, None
     next_eval_seconds = (train_seconds + args.eval_every_seconds) if args.eval_every_seconds else None
     budget = args.minutes * 60.0 if args.minutes else None
@@ -391,17 +418,31 @@ def finetune(args: FinetuneArgs) -> dict:
         if want_frozen != frozen:
             model.freeze_base_model(want_frozen, keep_feature_encoder_frozen=args.freeze_feature_encoder)
             frozen = want_frozen
-        idx = batches(step)
-        x, mask, lengths = collate([train_set[i]["audio"] for i in idx])
-        labels = pad_labels([train_set[i]["labels"] for i in idx])
-        model.manual_seed([args.seed, step, 1])
         lr = schedule(step, train_seconds)
         opt.set_lr(lr)
-        out = model(x, labels=labels, **{mask_kw: mask if mask_kw == "attention_mask" else lengths})
-        B = len(idx)
-        loss = out.loss * (1.0 / B) if config.ctc_loss_reduction == "sum" else out.loss
-        loss_value, norm_value = guarded_update(loss, opt, args.clip_norm, step, ckpt_path, bar)
-        train_seconds += time.perf_counter() - t0
+        # this rank's batches of the update: batch step x micro_batches + j of the sequence (all of step's in one
+        # process); each loss divided by B, the utterances of the whole update (fairseq's sentence_avg)
+        shards = [(j, batches(step * parallel.micro_batches + j)) for j in parallel.shards()]
+        B = parallel.sum(sum(len(idx) for _, idx in shards))
+        opt.zero_grad()
+        step_loss = 0.0
+        for j, idx in shards:
+            x, mask, lengths = collate([train_set[i]["audio"] for i in idx])
+            labels = pad_labels([train_set[i]["labels"] for i in idx])
+            model.manual_seed(parallel.seed(args.seed, step, j))  # every draw of this batch from (seed, step[, j])
+            out = model(x, labels=labels, **{mask_kw: mask if mask_kw == "attention_mask" else lengths})
+            if config.ctc_loss_reduction == "sum":
+                loss = out.loss * (1.0 / B)
+            else:   # a per-batch mean already: the mean over the update's batches
+                loss = out.loss if parallel.micro_batches == 1 else out.loss * (1.0 / parallel.micro_batches)
+            loss.backward()                                   # p.grad accumulates over the batches
+            if parallel.micro_batches > 1:
+                step_loss += float(loss)
+        if parallel.micro_batches > 1:
+            loss = parallel.sum(step_loss)                    # the update's loss, the same on every rank
+        loss_value, norm_value = guarded_update(loss, opt, args.clip_norm, step, ckpt_path, bar,
+                                                parallel.sum_gradients)
+        train_seconds += parallel.max(time.perf_counter() - t0)   # the slowest rank's: every rank keeps one clock
         done = step + 1
         over_budget = budget is not None and train_seconds >= budget
         final = done == last_step or over_budget
@@ -412,12 +453,14 @@ def finetune(args: FinetuneArgs) -> dict:
                 next_eval_seconds += args.eval_every_seconds
         interval.add({"loss": loss_value, "grad_norm": norm_value, "batch_size": B})
         if done % args.log_every == 0 or final or due_eval:
-            last = {"step": done, **interval.pop(), "lr": lr, "epoch": batches.epoch_of(step),
-                    "frozen": bool(frozen), "seconds": round(train_seconds, 3)}
-            if due_eval or final:
+            last = {"step": done, **interval.pop(), "lr": lr,
+                    "epoch": batches.epoch_of(step * parallel.micro_batches), "frozen": bool(frozen),
+                    "seconds": round(train_seconds, 3)}
+            if main and (due_eval or final):
                 metrics, last_rows = run_eval()
                 last.update(metrics)
-            append_metrics(log_path, last)
+            if main:
+                append_metrics(log_path, last)
             bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.1e}",
                             **({"cer": f"{last['eval_cer']:.3f}"} if "eval_cer" in last else {}))
         bar.update(1)
@@ -426,6 +469,8 @@ def finetune(args: FinetuneArgs) -> dict:
         if done == args.stop_at or over_budget:
             break
     bar.close()
+    if not main:
+        return {"metrics": last, "rank": parallel.rank}
     if not last and start > 0:
         last = read_metrics(log_path)[-1]
     plots = plot_finetuning(log_path, out_dir / "plots")
@@ -438,7 +483,7 @@ def finetune(args: FinetuneArgs) -> dict:
               "vocab": str(out_dir / "vocab.json"),
               "model_dir": str(model_dir) if model_dir else None, "train_seconds": train_seconds,
               "labelled_utterances": len(train_set), "skipped_too_long": label_report["too_long"],
-              "unknown_characters": label_report["encode"].unknown}
+              "unknown_characters": label_report["encode"].unknown, "rank": parallel.rank}
     if last_rows is not None:
         result["worst"] = worst_examples(last_rows, 5)
     return result
@@ -460,8 +505,8 @@ def _print_data_report(path, report, label_report, kept):
     print("; ".join(parts))
 
 
-def _progress(args, start):
-    return progress_bar(args.progress, total=args.steps, initial=start, desc="finetune", unit="step")
+def _progress(args, start, enabled: bool = True):
+    return progress_bar(args.progress and enabled, total=args.steps, initial=start, desc="finetune", unit="step")
 
 
 __all__ = ["FinetuneArgs", "FINETUNE_CONFIG", "TrainingError", "finetune", "choose_subset", "LabelledBatches",

@@ -4,10 +4,12 @@ One step (fairseq's recipe, at toy scale):
     x (B, L) crops of similar length  ->  model(x): masks and negatives sampled, loss summed over masked frames
     loss / N  (gradients averaged over the N masked frames, as fairseq divides by the sample size)
     backward, clip the global gradient norm, AdamW step; lr and Gumbel temperature follow their schedules.
+With ``--accumulate K`` or under ``mpiexec -n R`` the batch is R x K micro-batches, N counts the masked frames of
+all of them, and the gradients are summed over the ranks before the clipping (``train/distributed.py``).
 
 Every random choice of step s (which utterances, where to crop, masks, negatives, dropout, Gumbel noise)
-is drawn from generators seeded with (seed, s), so ``--resume`` continues from a checkpoint to exactly the
-numbers an uninterrupted run gives. Held-out evaluation uses fixed crops, masks and negatives in eval mode
+is drawn from generators seeded with (seed, s) (and the micro-batch), so ``--resume`` continues from a checkpoint
+to exactly the numbers an uninterrupted run gives. Held-out evaluation uses fixed crops, masks and negatives in eval mode
 (argmax codes, no noise), so its accuracy is comparable across steps and runs.
 """
 from __future__ import annotations
@@ -26,12 +28,13 @@ from ..models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
 from ..models.wav2vec2.masking import compute_mask_indices, sample_negative_indices
 from ..tensor import no_grad
 from .corpus import CorpusArgs, prepare_corpus
+from .distributed import DataParallel, DataParallelArgs, data_parallel
 from .plots import plot_pretraining
-from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, blas_threads, guarded_update,
-                     progress_bar, read_metrics, restore_checkpoint)
+from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, as_float64, blas_threads,
+                     guarded_update, progress_bar, read_metrics, restore_checkpoint, value_of)
 
 @dataclass
-class PretrainArgs(CorpusArgs):
+class PretrainArgs(CorpusArgs, DataParallelArgs):
     """Everything a pretraining run takes; ``tinyw2v2 pretrain`` has one option per field (``--batch-seconds`` for
     ``batch_seconds``, ``--set KEY=VALUE`` for ``overrides``, ``--no-progress`` for ``progress``)."""
     data: str = arg("synthetic", "'synthetic' (the built-in corpus), or a LibriSpeech dir, a fairseq .tsv manifest "
@@ -43,7 +46,8 @@ class PretrainArgs(CorpusArgs):
     steps: int | None = arg(1000, "training steps (with --minutes: whichever ends first)")
     minutes: float | None = arg(None, "training-time budget in minutes (evaluation not counted); the learning-rate "
                                       "and temperature schedules span it")
-    batch_seconds: float = arg(24.0, "audio per batch, before cropping each batch to its shortest utterance")
+    batch_seconds: float = arg(24.0, "audio per batch (per rank and micro-batch), before cropping each batch to its "
+                                     "shortest utterance")
     crop_seconds: float = arg(1.0, "longest crop, in seconds")
     lr: float = arg(2e-3, "peak learning rate")
     warmup: float = arg(0.08, "warm-up, as a fraction of the run")
@@ -77,8 +81,9 @@ class PretrainArgs(CorpusArgs):
 
 
 def load_waveforms(path, min_samples: int, strict: bool, normalize: bool, limit: int | None = None,
-                   why: str = "masking"):
-    """All usable utterances of a dataset as float32 arrays (bad or too-short files reported and skipped)."""
+                   why: str = "masking", report: bool = True):
+    """All usable utterances of a dataset as float32 arrays and their ids (bad or too-short files skipped, and counted
+    in one printed line unless ``report`` is False)."""
     ds = AudioDataset.from_path(path, strict=strict, normalize=normalize)
     waves, ids, skipped_short = [], [], 0
     for i in range(len(ds)):
@@ -97,7 +102,7 @@ def load_waveforms(path, min_samples: int, strict: bool, normalize: bool, limit:
         if limit and len(waves) >= limit:
             break
     bad = len(ds.skipped)
-    if bad or skipped_short:
+    if (bad or skipped_short) and report:
         print(f"{path}: skipped {bad} bad files (unreadable, empty, NaN/Inf or under one frame) and {skipped_short} "
               f"shorter than the {min_samples} samples needed for {why}, of {len(ds)} "
               f"(the reasons are logged; use --strict to stop on the first one)")
@@ -248,12 +253,60 @@ def build_config(args: PretrainArgs) -> Wav2Vec2Config:
 
 def pretrain(args: PretrainArgs) -> dict:
     """Run (or resume) a pretraining; returns the last metrics. Writes into ``args.out``:
-    metrics.jsonl, checkpoint.npz, config.json, plots/*.png."""
-    with blas_threads(args.threads):
-        return _pretrain(args)
+    metrics.jsonl, checkpoint.npz, config.json, plots/*.png (under ``mpiexec``, rank 0 writes them)."""
+    with blas_threads(args.threads), data_parallel(args) as parallel:
+        return _pretrain(args, parallel)
 
 
-def _pretrain(args: PretrainArgs) -> dict:
+def forward_backward(model, micro_batches, parallel: DataParallel):
+    """Forward and backward of this rank's micro-batches of one update, each loss divided by N, the masked frames of
+    the whole update (every micro-batch of every rank); yields (out, loss) of each after its backward. Afterwards
+    ``p.grad`` holds this rank's share of the gradient of the update's mean loss (the ranks' shares sum to it).
+
+    micro_batches: [(seed, x (b, L), inputs)], ``inputs`` the forward's keyword arguments: mask_time_indices (b, T)
+    and sampled_negative_indices (b, T, K) (and gumbel_noise to fix the quantiser's noise); ``seed`` is the one the
+    targets were drawn from after ``model.manual_seed(seed)``.
+    """
+    N = parallel.sum(sum(int(inputs["mask_time_indices"].sum()) for _, _, inputs in micro_batches))
+    for seed, x, inputs in micro_batches:
+        if len(micro_batches) > 1:            # replay the draws of this micro-batch's targets: the generators then
+            model.manual_seed(seed)           # stand where its forward expects them (LayerDrop, dropout, Gumbel)
+            model.sample_targets(x.shape[0], model.num_frames(x.shape[1]))
+        out = model(x, **inputs)
+        loss = out.loss * (1.0 / N)           # average over masked frames (fairseq), those of the whole update
+        loss.backward()                       # p.grad accumulates over the micro-batches
+        yield out, loss
+
+
+# the training metrics of a micro-batch as sums, added over micro-batches and ranks before they become the update's
+# means (``update_means``)
+SUMS = ("loss", "contrastive_loss", "diversity_loss", "feature_penalty", "accuracy", "code_perplexity",
+        "prob_perplexity", "negatives_identical", "num_masked")
+
+
+def micro_batch_sums(out, loss) -> np.ndarray:
+    """The ``SUMS`` of one micro-batch (float64, host): its share of the loss, the summed contrastive and diversity
+    losses, its masked-frame-weighted means, its identical negatives and its masked frames."""
+    n = out.num_masked
+    weighted = [value_of(as_float64(v)) * n for v in (out.feature_penalty, out.accuracy, out.code_perplexity,
+                                                      out.prob_perplexity)]
+    return np.array([value_of(as_float64(loss)), value_of(as_float64(out.contrastive_loss)),
+                     value_of(as_float64(out.diversity_loss)), *weighted,
+                     value_of(as_float64(out.negatives_identical)), n], dtype=np.float64)
+
+
+def update_means(sums: np.ndarray, num_negatives: int) -> dict:
+    """The update's training metrics from the ``SUMS`` of all its micro-batches: the loss as it was backpropagated,
+    the rest per masked frame of the whole update (feature penalty and perplexities weighted by each micro-batch's
+    masked frames), identical negatives per sampled negative."""
+    s = dict(zip(SUMS, sums))
+    N = s["num_masked"]
+    means = {k: s[k] / N for k in SUMS[1:-2]}
+    return {"loss": s["loss"], **means, "negatives_identical": s["negatives_identical"] / (N * num_negatives),
+            "num_masked": int(N)}
+
+
+def _pretrain(args: PretrainArgs, parallel: DataParallel) -> dict:
     if args.steps is not None and args.steps < 1:
         raise TrainingError(f"--steps must be at least 1, got {args.steps}")
     if args.minutes is not None and args.minutes <= 0:
@@ -264,81 +317,119 @@ def _pretrain(args: PretrainArgs) -> dict:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / "checkpoint.npz", out_dir / "metrics.jsonl"
+    main = parallel.main                                      # rank 0 (the only one in a run of one process)
 
     config = build_config(args)
     min_samples = config.min_samples_to_mask()
     if args.data == "synthetic":
-        root = prepare_corpus(args)
+        parallel.collective(prepare_corpus, args, main_only=True)   # rank 0 writes it once, the others wait for it
+        root = Path(args.corpus_dir)
         train_path, eval_path = root / "train", Path(args.eval_data) if args.eval_data else root / "test"
     else:
         train_path, eval_path = Path(args.data), Path(args.eval_data) if args.eval_data else None
-    waves, _ = load_waveforms(train_path, min_samples, args.strict, args.normalize)
-    if eval_path is not None:
-        eval_waves, _ = load_waveforms(eval_path, min_samples, args.strict, args.normalize)
+    waves, ids = parallel.collective(load_waveforms, train_path, min_samples, args.strict, args.normalize,
+                                     report=main)             # every rank holds the training set
+    waves = parallel.keep_common(waves, ids, str(train_path))  # ... the same one
+    eval_waves = None
+    if eval_path is not None:                                 # only rank 0 evaluates
+        loaded = parallel.collective(load_waveforms, eval_path, min_samples, args.strict, args.normalize,
+                                     main_only=True)
+        eval_waves = loaded[0] if main else None
     else:  # no held-out set given: the last 10% of the training utterances
         split = max(1, len(waves) // 10)
         waves, eval_waves = waves[:-split], waves[-split:]
-    eval_set = make_eval_set(eval_waves, config, args.eval_utterances, args.eval_batch_seconds)
-    batch_size = max(1, int(round(args.batch_seconds / args.crop_seconds)))
-    sampler = BatchSampler(waves, batch_size, int(args.crop_seconds * SAMPLE_RATE), args.seed)
+    eval_set = make_eval_set(eval_waves, config, args.eval_utterances, args.eval_batch_seconds) if main else None
+    batch_size = max(1, int(round(args.batch_seconds / args.crop_seconds)))       # crops per micro-batch
+    sampler = BatchSampler(waves, batch_size * parallel.micro_batches, int(args.crop_seconds * SAMPLE_RATE),
+                           args.seed)                         # the whole update's batch, the same on every rank
+    if sampler.batch_size < parallel.micro_batches:
+        raise TrainingError(f"{train_path}: {len(waves)} usable utterances, fewer than the {parallel.micro_batches} "
+                            "micro-batches of an update (ranks x --accumulate)")
 
-    model = Wav2Vec2ForPreTraining(config, seed=args.seed).to(args.device)
+    model = Wav2Vec2ForPreTraining(config, seed=args.seed)
+    parallel.collective(model.to, parallel.device)            # a rank that lacks its device stops every rank
     opt = optim.AdamW(model.parameters(), lr=args.lr, betas=tuple(args.betas), eps=args.adam_eps,
                       weight_decay=args.weight_decay)
     start, train_seconds = 0, 0.0
     interval = IntervalMeans()                                # training metrics since the last logged line
-    if args.resume and ckpt_path.exists():
-        meta = restore_checkpoint(ckpt_path, model, opt, config, log_path, "--preset/--set")
+    if args.resume and parallel.max(ckpt_path.exists()):     # every rank resumes if one sees a checkpoint
+        meta = parallel.collective(restore_checkpoint, ckpt_path, model, opt, config, log_path if main else None,
+                                   "--preset/--set")
         start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
         interval = IntervalMeans(meta.get("interval"))
-        print(f"resumed from {ckpt_path} at step {start}")
-    elif args.resume:
+        if main:
+            print(f"resumed from {ckpt_path} at step {start}")
+    elif args.resume and main:
         print(f"--resume: no checkpoint in {out_dir}, so this run starts from scratch")
-    elif log_path.exists():
+    elif main and log_path.exists():
         log_path.unlink()
-    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    (out_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+    parallel.check_replicas(model.parameters(), start)       # every rank starts from the same parameters
+    if main:
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (out_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
+        layout = parallel.describe("crops", sampler.batch_size // parallel.micro_batches)
+        if layout:
+            print(layout)
 
     def checkpoint(step):
-        save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args),
-                                                "interval": interval.state(), "train_seconds": train_seconds})
+        parallel.check_replicas(model.parameters(), step)
+        if main:
+            save_checkpoint(ckpt_path, model, opt, {"config": config.to_dict(), "step": step, "args": asdict(args),
+                                                    "interval": interval.state(), "train_seconds": train_seconds})
 
-    if start == 0:
+    if start == 0 and main:
         append_metrics(log_path, {"step": 0, "seconds": 0.0, **evaluate(model, eval_set)})
     model.train()
-    bar = _progress(args, schedule, start, train_seconds)
+    bar = _progress(args, schedule, start, train_seconds, main)
     last = {}
     step = start
     while not schedule.finished(step, train_seconds):
         t0 = time.perf_counter()
-        x = sampler(step)                                     # (B, L) crops of similar length
-        model.manual_seed([args.seed, step, 1])               # every draw of this step from (seed, step)
+        x = sampler(step)                                     # (B, L) crops of similar length: the whole update's
         tau = schedule.temperature(step, train_seconds)
         model.set_gumbel_temperature(tau)
         lr = schedule.lr(step, train_seconds)
         opt.set_lr(lr)
-        mask, negatives = model.sample_targets(x.shape[0], model.num_frames(x.shape[1]))  # (B, T), (B, T, K)
-        out = model(x, mask_time_indices=mask, sampled_negative_indices=negatives)
-        n = out.num_masked
-        loss = out.loss * (1.0 / n)                           # average over masked frames (fairseq)
-        loss_value, norm_value = guarded_update(loss, opt, args.clip_norm, step, ckpt_path, bar)
-        dt = time.perf_counter() - t0
+        micro_batches = []                                    # this rank's share of x: all of it in one process
+        for j, rows in parallel.share(x):
+            seed = parallel.seed(args.seed, step, j)
+            model.manual_seed(seed)                           # every draw of micro-batch j from (seed, step[, j])
+            mask, negatives = model.sample_targets(rows.shape[0], model.num_frames(rows.shape[1]))  # (b, T), (b, T, K)
+            micro_batches.append((seed, rows, {"mask_time_indices": mask, "sampled_negative_indices": negatives}))
+        opt.zero_grad()
+        if parallel.micro_batches == 1:                       # one process, one micro-batch: loss / n, backward
+            (out, loss), = forward_backward(model, micro_batches, parallel)
+        else:                                                 # the metrics summed over micro-batches and ranks
+            sums = parallel.sum(sum(micro_batch_sums(out, loss)
+                                    for out, loss in forward_backward(model, micro_batches, parallel)))
+            loss = sums[0]                                    # the update's loss, the same on every rank
+        loss_value, norm_value = guarded_update(loss, opt, args.clip_norm, step, ckpt_path, bar,
+                                                parallel.sum_gradients)
+        dt = parallel.max(time.perf_counter() - t0)           # the slowest rank's: every rank keeps one clock
         train_seconds += dt
         step += 1
-        k = negatives.shape[-1]
-        interval.add({"loss": loss_value, "contrastive_loss": out.contrastive_loss.data.astype(np.float64) / n,  # read when logged
-                      "diversity_loss": out.diversity_loss.data.astype(np.float64) / n, "feature_penalty": out.feature_penalty,
-                      "accuracy": out.accuracy, "code_perplexity": out.code_perplexity,
-                      "prob_perplexity": out.prob_perplexity,
-                      "negatives_identical": out.negatives_identical.data.astype(np.float64) / (n * k),
-                      "grad_norm": norm_value, "num_masked": n},
-                     weights={"accuracy": n, "negatives_identical": n * k}, maxima=("negatives_identical",))
+        k = config.num_negatives
+        if parallel.micro_batches == 1:
+            n = out.num_masked
+            interval.add({"loss": loss_value, "contrastive_loss": out.contrastive_loss.data.astype(np.float64) / n,  # read when logged
+                          "diversity_loss": out.diversity_loss.data.astype(np.float64) / n, "feature_penalty": out.feature_penalty,
+                          "accuracy": out.accuracy, "code_perplexity": out.code_perplexity,
+                          "prob_perplexity": out.prob_perplexity,
+                          "negatives_identical": out.negatives_identical.data.astype(np.float64) / (n * k),
+                          "grad_norm": norm_value, "num_masked": n},
+                         weights={"accuracy": n, "negatives_identical": n * k}, maxima=("negatives_identical",))
+        else:
+            means = update_means(sums, k)
+            n = means["num_masked"]
+            interval.add({**means, "grad_norm": norm_value}, weights={"accuracy": n, "negatives_identical": n * k},
+                         maxima=("negatives_identical",))
         final = schedule.finished(step, train_seconds)
         if step % args.log_every == 0 or final:
             last = {"step": step, **interval.pop(), "temperature": tau, "lr": lr, "seconds": round(train_seconds, 3)}
-            if step % args.eval_every == 0 or final:
+            if main and (step % args.eval_every == 0 or final):
                 last.update(evaluate(model, eval_set))
-            append_metrics(log_path, last)
+            if main:
+                append_metrics(log_path, last)
             bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{last['accuracy']:.2f}",
                             ppl=f"{last['code_perplexity']:.0f}",
                             **({"eval_acc": f"{last['eval_accuracy']:.2f}"} if "eval_accuracy" in last else {}))
@@ -348,19 +439,22 @@ def _pretrain(args: PretrainArgs) -> dict:
         if step == args.stop_at:
             break
     bar.close()
+    if not main:
+        return {"metrics": last, "rank": parallel.rank}
     if not last and step > 0:   # resumed at the end of a finished run
         last = read_metrics(log_path)[-1]
     plots = plot_pretraining(log_path, out_dir / "plots", num_codevectors=config.num_codevectors)
     return {"metrics": last, "initial": read_metrics(log_path)[0], "plots": [str(p) for p in plots],
             "checkpoint": str(ckpt_path), "train_seconds": train_seconds, "eval_utterances": eval_set.utterances,
-            "num_negatives": config.num_negatives}
+            "num_negatives": config.num_negatives, "rank": parallel.rank}
 
 
-def _progress(args, schedule, start, seconds):
-    """A bar over the steps, or over the seconds of a ``--minutes`` budget (then it shows the time left)."""
+def _progress(args, schedule, start, seconds, enabled: bool = True):
+    """A bar over the steps, or over the seconds of a ``--minutes`` budget (then it shows the time left); rank 0's
+    only."""
     if schedule.budget:
-        return progress_bar(args.progress, total=round(schedule.budget), initial=min(seconds, schedule.budget),
-                            desc="pretrain", unit="s",
+        return progress_bar(args.progress and enabled, total=round(schedule.budget),
+                            initial=min(seconds, schedule.budget), desc="pretrain", unit="s",
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of training, {remaining} left"
                                        "{postfix}")
-    return progress_bar(args.progress, total=args.steps, initial=start, desc="pretrain", unit="step")
+    return progress_bar(args.progress and enabled, total=args.steps, initial=start, desc="pretrain", unit="step")
