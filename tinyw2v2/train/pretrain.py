@@ -43,7 +43,7 @@ class PretrainArgs(CorpusArgs, DataParallelArgs):
                                       "10% of --data)")
     preset: str = arg("tiny", "model size: tiny | base | large")
     overrides: dict = arg({}, "model config fields to change (--set KEY=VALUE, repeatable)")
-    steps: int | None = arg(1000, "training steps (with --minutes: whichever ends first)")
+    steps: int | None = arg(600, "training steps (with --minutes: whichever ends first)")
     minutes: float | None = arg(None, "training-time budget in minutes (evaluation not counted); the learning-rate "
                                       "and temperature schedules span it")
     batch_seconds: float = arg(24.0, "audio per batch (per rank and micro-batch), before cropping each batch to its "
