@@ -453,5 +453,7 @@ def test_forward_backward_and_decoding_on_every_device(device):
         model(x, attention_mask=np.ones((2, L)), labels=labels).loss.backward()   # masking in training mode
     (a, ga, ta), (b, gb, tb) = results["cpu"], results[device]
     assert abs(a - b) <= 1e-5 * abs(a)
-    np.testing.assert_allclose(gb, ga, rtol=1e-4, atol=1e-6 * np.abs(ga).max())
+    # float32 sums in another order (the device takes the one-block paths): a few small entries of a gradient
+    # whose largest is ~30 differ by ~6e-5 on some CPUs, about 2e-6 of the largest
+    np.testing.assert_allclose(gb, ga, rtol=1e-4, atol=1e-5 * np.abs(ga).max())
     assert ta == tb
