@@ -25,6 +25,19 @@ def arg(default, help: str):
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+@dataclasses.dataclass
+class RunArgs:
+    """The options every training run takes alike (a base of PretrainArgs and FinetuneArgs)."""
+    overrides: dict = arg({}, "model config fields to change (--set KEY=VALUE, repeatable)")
+    betas: tuple = arg((0.9, 0.98), "AdamW's betas")
+    clip_norm: float = arg(10.0, "clip the global gradient norm to this (0: measure only)")
+    device: str = arg("cpu", "cpu or cuda[:N]")
+    resume: bool = arg(False, "continue from OUT/checkpoint.npz")
+    stop_at: int | None = arg(None, "stop (with a checkpoint) after this step, as if interrupted")
+    normalize: bool = arg(False, "zero-mean, unit-variance each utterance")
+    progress: bool = arg(True, "show a progress bar")
+
+
 class TrainingError(RuntimeError):
     """A run that cannot go on (NaN loss, bad data, mismatched checkpoint); the message says what to do."""
 

@@ -47,8 +47,8 @@ from ..models.wav2vec2 import Wav2Vec2Config
 from ..models.wav2vec2.ctc import VocabularyMismatchError, Wav2Vec2ForCTC, vocabulary_mismatch
 from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
 from ..io import read_checkpoint, save_checkpoint
-from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, guarded_update, progress_bar,
-                     read_metrics, restore_checkpoint)
+from .common import (SAMPLE_RATE, IntervalMeans, RunArgs, TrainingError, append_metrics, arg, guarded_update,
+                     progress_bar, read_metrics, restore_checkpoint)
 from .corpus import CorpusArgs, prepare_corpus
 from .distributed import DataParallel, DataParallelArgs, data_parallel
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
@@ -65,7 +65,7 @@ FINETUNE_CONFIG = dict(
 
 
 @dataclass
-class FinetuneArgs(CorpusArgs, DataParallelArgs):
+class FinetuneArgs(RunArgs, CorpusArgs, DataParallelArgs):
     """Everything a fine-tuning run takes; ``tinyw2v2 finetune`` has one option per field."""
     init: str | None = arg(None, "a pretraining run dir or checkpoint.npz, a transformers directory, or a fine-tuning "
                                  "checkpoint; omit to train the same architecture from scratch")
@@ -76,7 +76,6 @@ class FinetuneArgs(CorpusArgs, DataParallelArgs):
     vocab: str | None = arg(None, "use this vocab.json instead of building one from the transcripts")
     uppercase: bool = arg(False, "upper-case transcripts before encoding")
     preset: str = arg("tiny", "architecture when starting from scratch: tiny | base | large")
-    overrides: dict = arg({}, "model config fields to change (--set KEY=VALUE, repeatable)")
     steps: int | None = arg(2000, "updates (with --minutes: whichever ends first)")
     minutes: float | None = arg(None, "training-time budget in minutes (evaluation not counted); the schedule spans it")
     batch_seconds: float = arg(16.0, "audio per batch (per rank and micro-batch), padding included")
@@ -85,24 +84,17 @@ class FinetuneArgs(CorpusArgs, DataParallelArgs):
     init_lr_scale: float = arg(0.01, "initial lr / peak")
     final_lr_scale: float = arg(0.05, "final lr / peak")
     weight_decay: float = arg(0.0, "AdamW's decoupled weight decay")
-    betas: tuple = arg((0.9, 0.98), "AdamW's betas")
     adam_eps: float = arg(1e-8, "AdamW's epsilon")
-    clip_norm: float = arg(10.0, "clip the global gradient norm to this (0: measure only)")
     freeze_feature_encoder: bool = arg(True, "keep the CNN frozen (fairseq's feature_grad_mult = 0)")
     freeze_finetune_updates: int = arg(0, "train only the CTC head for the first N updates (fairseq)")
     seed: int = arg(0, "seed of every random draw of the run")
-    device: str = arg("cpu", "cpu or cuda[:N]")
     out: str = arg("runs/finetune", "output directory")
     log_every: int = arg(10, "log training metrics every N steps")
     eval_every: int = arg(200, "held-out CER/WER every N steps")
     eval_every_seconds: float | None = arg(None, "also every S seconds of training (learning curves against time)")
     eval_utterances: int | None = arg(200, "held-out utterances (0 = all)")
     checkpoint_every: int = arg(500, "write the checkpoint every N steps")
-    resume: bool = arg(False, "continue from OUT/checkpoint.npz")
-    stop_at: int | None = arg(None, "stop (with a checkpoint) after this step, as if interrupted")
     strict: bool = arg(False, "stop on the first bad file or transcript longer than the model's output")
-    normalize: bool = arg(False, "zero-mean, unit-variance each utterance")
-    progress: bool = arg(True, "show a progress bar")
     export: bool = arg(True, "write OUT/model (transformers format) at the end")
 
 

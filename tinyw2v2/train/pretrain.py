@@ -30,11 +30,11 @@ from ..tensor import no_grad
 from .corpus import CorpusArgs, prepare_corpus
 from .distributed import DataParallel, DataParallelArgs, data_parallel
 from .plots import plot_pretraining
-from .common import (SAMPLE_RATE, IntervalMeans, TrainingError, append_metrics, arg, as_float64, blas_threads,
-                     guarded_update, progress_bar, read_metrics, restore_checkpoint, value_of)
+from .common import (SAMPLE_RATE, IntervalMeans, RunArgs, TrainingError, append_metrics, arg, as_float64,
+                     blas_threads, guarded_update, progress_bar, read_metrics, restore_checkpoint, value_of)
 
 @dataclass
-class PretrainArgs(CorpusArgs, DataParallelArgs):
+class PretrainArgs(RunArgs, CorpusArgs, DataParallelArgs):
     """Everything a pretraining run takes; ``tinyw2v2 pretrain`` has one option per field (``--batch-seconds`` for
     ``batch_seconds``, ``--set KEY=VALUE`` for ``overrides``, ``--no-progress`` for ``progress``)."""
     data: str = arg("synthetic", "'synthetic' (the built-in corpus), or a LibriSpeech dir, a fairseq .tsv manifest "
@@ -42,7 +42,6 @@ class PretrainArgs(CorpusArgs, DataParallelArgs):
     eval_data: str | None = arg(None, "held-out audio (default: the synthetic corpus's unseen speakers, or the last "
                                       "10% of --data)")
     preset: str = arg("tiny", "model size: tiny | base | large")
-    overrides: dict = arg({}, "model config fields to change (--set KEY=VALUE, repeatable)")
     steps: int | None = arg(600, "training steps (with --minutes: whichever ends first)")
     minutes: float | None = arg(None, "training-time budget in minutes (evaluation not counted); the learning-rate "
                                       "and temperature schedules span it")
@@ -53,26 +52,19 @@ class PretrainArgs(CorpusArgs, DataParallelArgs):
     warmup: float = arg(0.08, "warm-up, as a fraction of the run")
     schedule: str = arg("linear", "linear (warm-up, then linear decay to 0) | constant (after the warm-up)")
     weight_decay: float = arg(0.01, "AdamW's decoupled weight decay")
-    betas: tuple = arg((0.9, 0.98), "AdamW's betas")
     adam_eps: float = arg(1e-6, "AdamW's epsilon")
-    clip_norm: float = arg(10.0, "clip the global gradient norm to this (0: measure only)")
     max_temperature: float = arg(2.0, "Gumbel temperature at the start")
     min_temperature: float = arg(0.5, "Gumbel temperature at the end of the annealing")
     anneal_fraction: float = arg(1.0, "the temperature reaches its minimum after this fraction of the run")
     anneal_steps: int | None = arg(None, "... or after this many steps, whatever the run's length (fairseq)")
     seed: int = arg(0, "seed of the initialisation and of every random draw of the run")
-    device: str = arg("cpu", "cpu or cuda[:N]")
     out: str = arg("runs/pretrain", "output directory")
     log_every: int = arg(10, "log training metrics (means over the interval) every N steps")
     eval_every: int = arg(100, "evaluate on the held-out set every N steps")
     eval_utterances: int | None = arg(None, "held-out utterances scored (default: all of them)")
     eval_batch_seconds: float = arg(32.0, "audio per held-out batch")
     checkpoint_every: int = arg(250, "write the checkpoint every N steps")
-    resume: bool = arg(False, "continue from OUT/checkpoint.npz")
-    stop_at: int | None = arg(None, "stop (with a checkpoint) after this step, as if interrupted")
     strict: bool = arg(False, "stop on the first bad audio file instead of skipping it")
-    normalize: bool = arg(False, "zero-mean, unit-variance each utterance")
-    progress: bool = arg(True, "show a progress bar")
     threads: int | None = arg(None, "BLAS threads (default: leave them as they are)")
 
 
