@@ -1,6 +1,7 @@
 """Tests for tinyw2v2.data: synthetic corpus, audio reading, dataset layouts, batching."""
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,29 @@ def test_skip_with_count_vs_strict(tmp_path, caplog):
     assert ds.lengths().tolist().count(0) == 3  # header-less files count as length 0
     with pytest.raises(AudioError):
         list(AudioDataset.from_folder(d, strict=True))
+
+
+def test_a_missing_soundfile_is_its_own_clear_error_not_a_bad_file(tmp_path, monkeypatch):
+    """Without the soundfile package no file can be read: that is said once, with the install line, and raised even
+    by a dataset that skips bad files (it used to call every file corrupt and skip them all)."""
+    from tinyw2v2.data.audio import SoundfileMissingError, audio_info
+
+    t = np.arange(SR) / SR
+    sf.write(tmp_path / "good.wav", 0.3 * np.sin(2 * np.pi * 200 * t), SR)
+    monkeypatch.setitem(sys.modules, "soundfile", None)         # import soundfile now raises ImportError
+    for read in (audio_info, load_audio):
+        with pytest.raises(SoundfileMissingError, match="pip install soundfile") as e:
+            read(tmp_path / "good.wav")
+        assert isinstance(e.value, ImportError) and not isinstance(e.value, AudioError)
+        assert "corrupt" not in str(e.value)
+    ds = AudioDataset.from_folder(tmp_path)
+    with pytest.raises(SoundfileMissingError):
+        ds[0]
+    assert ds.skipped == {}
+    with pytest.raises(SoundfileMissingError):
+        ds.lengths()
+    with pytest.raises(AudioError, match="not found"):             # a missing file is still a bad file
+        audio_info(tmp_path / "missing.wav")
 
 
 # ---------------------------------------------------------------- batching

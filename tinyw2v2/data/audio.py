@@ -3,7 +3,9 @@
     x = load_audio("a.flac")                       # float32 (L,), 16 kHz, channels averaged
     x = load_audio("a.wav", mono="first", normalize=True)
 
-Every failure is an ``AudioError`` (a ``ValueError``) whose message names the file and the fix.
+Every failure of a file is an ``AudioError`` (a ``ValueError``) whose message names the file and the fix; a missing
+``soundfile`` package is not a bad file: it raises ``SoundfileMissingError`` (an ``ImportError``), which datasets
+do not skip.
 """
 from __future__ import annotations
 
@@ -17,19 +19,24 @@ DEFAULT_SR = 16000
 MIN_SAMPLES = 400  # one wav2vec 2.0 frame (receptive field, 25 ms at 16 kHz)
 
 
+class AudioError(ValueError):
+    """An audio file that cannot be used: missing, unreadable, empty, non-finite or too short."""
+
+
+class SoundfileMissingError(ImportError):
+    """The ``soundfile`` package (or its libsndfile) is not installed: no audio file can be read, so this is not a
+    bad file and a dataset does not skip it."""
+
+
 def soundfile():
     """The ``soundfile`` module (audio files through libsndfile), imported when audio is first read or written, so
-    that the rest of the library works without it; a clear error says how to install it."""
+    that the rest of the library works without it; ``SoundfileMissingError`` says how to install it."""
     try:
         import soundfile as sf
     except (ImportError, OSError) as e:  # OSError: the wheel is there but libsndfile is not
-        raise AudioError(f"reading or writing audio files needs the soundfile package ({e}); install it with "
-                         "`pip install soundfile` (its wheels include libsndfile)") from None
+        raise SoundfileMissingError(f"reading or writing audio files needs the soundfile package ({e}); install "
+                                    "it with `pip install soundfile` (its wheels include libsndfile)") from None
     return sf
-
-
-class AudioError(ValueError):
-    """An audio file that cannot be used: missing, unreadable, empty, non-finite or too short."""
 
 
 def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -64,8 +71,9 @@ def audio_info(path) -> tuple:
         raise AudioError(f"{path}: audio file not found; check the path (or the manifest root line)")
     if os.path.getsize(path) == 0:
         raise AudioError(f"{path}: audio file is empty (0 bytes); remove it from the dataset")
+    sf = soundfile()  # outside the try: a missing package is not a corrupt file
     try:
-        info = soundfile().info(path)
+        info = sf.info(path)
     except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/TypeError for bad files
         raise AudioError(f"{path}: cannot read audio header ({_reason(e)}); the file is corrupt or not "
                          f"WAV/FLAC/OGG - re-encode it (e.g. ffmpeg -i IN -ar 16000 OUT.flac) "
@@ -93,8 +101,9 @@ def load_audio(path, target_sr: int = DEFAULT_SR, mono: str = "mean", normalize:
     sr, frames, _ = audio_info(path)
     if frames == 0:
         raise AudioError(f"{path}: audio file is empty (0 samples); remove it from the dataset")
+    sf = soundfile()
     try:
-        x, sr = soundfile().read(path, dtype="float32", always_2d=True)
+        x, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:
         raise AudioError(f"{path}: cannot decode audio ({_reason(e)}); the file is corrupt or "
                          f"truncated - re-encode it (e.g. ffmpeg -i IN -ar 16000 OUT.flac) "
