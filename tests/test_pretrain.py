@@ -132,7 +132,7 @@ def test_pretraining_runs_on_the_emulated_device(corpus, tmp_path):
 
 
 def test_logged_training_metrics_are_weighted_means_over_the_interval():
-    from tinyw2v2.train.pretrain import IntervalMeans
+    from tinyw2v2.train.common import IntervalMeans
 
     m = IntervalMeans()
     m.add({"loss": 1.0, "accuracy": 0.0, "negatives_identical": 0.10}, weights={"accuracy": 1, "negatives_identical": 10},

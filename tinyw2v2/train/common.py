@@ -151,6 +151,31 @@ def restore_checkpoint(ckpt_path: Path, model, opt, config, log_path: Path | Non
     return meta
 
 
+def start_or_resume(args, parallel, model, opt, config, out_dir: Path, options: str, check_state=None):
+    """Where a run starts. With ``--resume`` and a checkpoint in ``out_dir`` (seen by any rank), every rank loads it
+    (``restore_checkpoint``, with ``options`` and ``check_state``); otherwise step 0 and a fresh metrics log
+    (``--resume`` without a checkpoint says so). Then every rank checks that it holds the same parameters, and rank 0
+    writes config.json. Returns (start step, training seconds so far, the IntervalMeans of the open interval)."""
+    ckpt_path, log_path = out_dir / "checkpoint.npz", out_dir / "metrics.jsonl"
+    main = parallel.main                                      # rank 0 (the only one in a run of one process)
+    start, train_seconds, interval = 0, 0.0, IntervalMeans()
+    if args.resume and parallel.max(ckpt_path.exists()):     # every rank resumes if one sees a checkpoint
+        meta = parallel.collective(restore_checkpoint, ckpt_path, model, opt, config, log_path if main else None,
+                                   options, check_state=check_state)
+        start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
+        interval = IntervalMeans(meta.get("interval"))
+        if main:
+            print(f"resumed from {ckpt_path} at step {start} ({train_seconds:.0f} s of training)")
+    elif args.resume and main:
+        print(f"--resume: no checkpoint in {out_dir}, so this run starts from scratch")
+    elif main and log_path.exists():
+        log_path.unlink()
+    parallel.check_replicas(model.parameters(), start)       # every rank starts from the same parameters
+    if main:
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    return start, train_seconds, interval
+
+
 def blas_threads(n):
     """Limit the BLAS threads for the run (None: leave them as they are)."""
     if n is None:

@@ -47,8 +47,8 @@ from ..models.wav2vec2 import Wav2Vec2Config
 from ..models.wav2vec2.ctc import VocabularyMismatchError, Wav2Vec2ForCTC, vocabulary_mismatch
 from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
 from ..io import read_checkpoint, save_checkpoint
-from .common import (SAMPLE_RATE, IntervalMeans, RunArgs, TrainingError, append_metrics, arg, guarded_update,
-                     progress_bar, read_metrics, restore_checkpoint)
+from .common import (SAMPLE_RATE, RunArgs, TrainingError, append_metrics, arg, guarded_update, progress_bar,
+                     read_metrics, start_or_resume)
 from .corpus import CorpusArgs, prepare_corpus
 from .distributed import DataParallel, DataParallelArgs, data_parallel
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
@@ -347,28 +347,17 @@ def _finetune(args: FinetuneArgs, parallel: DataParallel) -> dict:
     opt = optim.AdamW(trainable, lr=args.lr, betas=tuple(args.betas), eps=args.adam_eps,
                       weight_decay=args.weight_decay)
     schedule = _Schedule(args)
-    start, train_seconds = 0, 0.0
-    interval = IntervalMeans()                                # training figures since the last logged line
-    if args.resume and parallel.max(ckpt_path.exists()):     # every rank resumes if one sees a checkpoint
-        def same_vocabulary(state):
-            head = state.get("lm_head.weight")
-            if head is not None and head.shape[0] != len(vocab):
-                raise TrainingError(str(vocabulary_mismatch(int(head.shape[0]), len(vocab), ckpt_path)))
 
-        meta = parallel.collective(restore_checkpoint, ckpt_path, model, opt, config, log_path if main else None,
-                                   "--init/--preset/--set", check_state=same_vocabulary)
-        start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
-        interval = IntervalMeans(meta.get("interval"))
-        if main:
-            print(f"resumed from {ckpt_path} at step {start} ({train_seconds:.0f} s of training)")
-    elif args.resume and main:
-        print(f"--resume: no checkpoint in {out_dir}, so this run starts from scratch")
-    elif main and log_path.exists():
-        log_path.unlink()
-    parallel.check_replicas(model.parameters(), start)       # every rank starts from the same parameters
+    def same_vocabulary(state):                               # a checkpoint's head must fit this vocabulary
+        head = state.get("lm_head.weight")
+        if head is not None and head.shape[0] != len(vocab):
+            raise TrainingError(str(vocabulary_mismatch(int(head.shape[0]), len(vocab), ckpt_path)))
+
+    # interval: the training figures since the last logged line
+    start, train_seconds, interval = start_or_resume(args, parallel, model, opt, config, out_dir,
+                                                     "--init/--preset/--set", check_state=same_vocabulary)
     if main:
         vocab.save(out_dir)
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         (out_dir / "args.json").write_text(json.dumps(dict(asdict(args), resolved_eval_data=str(eval_path),
                                                            resolved_train_data=str(train_path), origin=origin,
                                                            labelled_utterances=len(train_set)), indent=2))

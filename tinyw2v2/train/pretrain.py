@@ -30,8 +30,8 @@ from ..tensor import no_grad
 from .corpus import CorpusArgs, prepare_corpus
 from .distributed import DataParallel, DataParallelArgs, data_parallel
 from .plots import plot_pretraining
-from .common import (SAMPLE_RATE, IntervalMeans, RunArgs, TrainingError, append_metrics, arg, as_float64,
-                     blas_threads, guarded_update, progress_bar, read_metrics, restore_checkpoint, value_of)
+from .common import (SAMPLE_RATE, RunArgs, TrainingError, append_metrics, arg, as_float64, blas_threads,
+                     guarded_update, progress_bar, read_metrics, start_or_resume, value_of)
 
 @dataclass
 class PretrainArgs(RunArgs, CorpusArgs, DataParallelArgs):
@@ -342,22 +342,9 @@ def _pretrain(args: PretrainArgs, parallel: DataParallel) -> dict:
     parallel.collective(model.to, parallel.device)            # a rank that lacks its device stops every rank
     opt = optim.AdamW(model.parameters(), lr=args.lr, betas=tuple(args.betas), eps=args.adam_eps,
                       weight_decay=args.weight_decay)
-    start, train_seconds = 0, 0.0
-    interval = IntervalMeans()                                # training metrics since the last logged line
-    if args.resume and parallel.max(ckpt_path.exists()):     # every rank resumes if one sees a checkpoint
-        meta = parallel.collective(restore_checkpoint, ckpt_path, model, opt, config, log_path if main else None,
-                                   "--preset/--set")
-        start, train_seconds = int(meta["step"]), float(meta.get("train_seconds", 0.0))
-        interval = IntervalMeans(meta.get("interval"))
-        if main:
-            print(f"resumed from {ckpt_path} at step {start}")
-    elif args.resume and main:
-        print(f"--resume: no checkpoint in {out_dir}, so this run starts from scratch")
-    elif main and log_path.exists():
-        log_path.unlink()
-    parallel.check_replicas(model.parameters(), start)       # every rank starts from the same parameters
+    # interval: the training metrics since the last logged line
+    start, train_seconds, interval = start_or_resume(args, parallel, model, opt, config, out_dir, "--preset/--set")
     if main:
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         (out_dir / "args.json").write_text(json.dumps(asdict(args), indent=2))
         layout = parallel.describe("crops", sampler.batch_size // parallel.micro_batches)
         if layout:
