@@ -155,6 +155,64 @@ def test_numpy_names_cupy_lacks_are_refused():
         XP.zeros(dev(np.array(3)))              # a shape must be read to the host first
 
 
+def test_what_numpy_has_and_cupy_lacks_is_refused():
+    """The emulated device offers CuPy 14.2's names only (tinyw2v2/_cupy_api.py, read off CuPy itself): in the
+    namespace, on arrays, through NumPy functions (__array_function__) and ufuncs and their methods."""
+    from tinyw2v2 import _cupy_api
+
+    a = dev(np.arange(6, dtype=np.float32).reshape(2, 3))
+    for name in ("insert", "block", "geomspace", "nanquantile", "unstack", "vecdot", "spacing", "histogram_bin_edges"):
+        assert hasattr(np, name) and name not in _cupy_api.NAMESPACE
+        with pytest.raises(AttributeError, match="has no"):
+            getattr(XP, name)
+    for name in ("resize", "setflags", "getfield", "to_device", "ctypes"):
+        assert hasattr(np.ndarray, name)
+        with pytest.raises(AttributeError, match="no ."):
+            getattr(a, name)
+    with pytest.raises(TypeError, match="cupy.insert"):                  # NumPy functions map to CuPy's
+        np.insert(a, 0, 1.0, axis=1)
+    with pytest.raises(TypeError, match="cupy.unstack"):
+        np.unstack(a)
+    with pytest.raises(TypeError, match="cupy.linalg.matrix_norm"):       # ... in their submodule
+        np.linalg.matrix_norm(a)
+    with pytest.raises(TypeError, match="spacing"):                      # a NumPy ufunc CuPy lacks
+        np.spacing(a)
+    with pytest.raises(NotImplementedError, match="maximum.reduce"):     # CuPy reduces with add / multiply only
+        np.maximum.reduce(a, axis=0)
+    with pytest.raises(NotImplementedError, match="multiply.at"):
+        np.multiply.at(a, dev(np.array([0])), 2.0)
+    # what CuPy has still works
+    assert backend.to_numpy(np.add.reduce(a, axis=0)).tolist() == [3, 5, 7]
+    assert backend.to_numpy(np.maximum.outer(a[0], a[0])).shape == (3, 3)
+    np.maximum.at(a, dev(np.array([0])), 100.0)
+    assert float(np.linalg.norm(a)) > 100 and backend.to_numpy(XP.cumsum(a, axis=1)).shape == (2, 3)
+    assert float(a.mT.sum()) == float(a.sum())
+    assert set(_emulated_generator_methods()) == _cupy_api.GENERATOR
+
+
+def _emulated_generator_methods():
+    from tinyw2v2._emulated import GENERATOR_METHODS
+
+    return GENERATOR_METHODS
+
+
+def test_the_cupy_name_list_holds_for_the_cupy_installed():
+    """On a machine with CuPy (the GPU machines), every name the emulated device allows exists in CuPy."""
+    cupy = pytest.importorskip("cupy")
+    from tinyw2v2 import _cupy_api
+
+    if cupy.__version__ != _cupy_api.VERSION:
+        pytest.skip(f"CuPy {cupy.__version__} here, the list is of {_cupy_api.VERSION}")
+    assert _cupy_api.NAMESPACE <= set(dir(cupy))
+    assert _cupy_api.NDARRAY <= set(dir(cupy.ndarray))
+    assert _cupy_api.GENERATOR <= set(dir(cupy.random.Generator))
+    for path, names in _cupy_api.SUBMODULES.items():
+        module = cupy
+        for part in path.split("."):
+            module = getattr(module, part)
+        assert names <= set(dir(module)), path
+
+
 # --- the budgets of one training step ------------------------------------------------------
 
 

@@ -5,7 +5,8 @@
 - implicit conversion to NumPy (``np.asarray(a)``, ``np.array(a)``) raises ``TypeError``;
 - mixing with a host ``numpy.ndarray`` in any operation raises ``TypeError``;
 - only NumPy's own ufuncs and functions dispatch to it (a SciPy ufunc such as ``scipy.special.erf``
-  raises, as it would on CuPy, where ``cupyx.scipy.special`` must be used);
+  raises; CuPy would map it to ``cupyx.scipy.special.erf``, but code is meant to call that through
+  ``tinyw2v2.backend``);
 - ``float()``, ``int()``, ``bool()``, ``.item()``, ``.tolist()`` and ``.get()`` work: those are explicit sync
   points on a GPU;
 - reductions return 0-d device arrays, not NumPy scalars (as CuPy does).
@@ -16,12 +17,18 @@ Where CuPy is stricter than NumPy, so is the emulation:
 - a boolean mask mixed with integer-array indices in one subscript raises ``IndexError``;
 - a 0-d integer device array used as an index gives a copy, not a view (CuPy treats it as an array index);
 - ``scatter_add`` accepts only the dtypes CuPy's atomic add accepts (see ``SCATTER_ADD_DTYPES``);
-- the namespace refuses the few NumPy names CuPy lacks that code could reach for (``REFUSED_NAMES``);
+- only what CuPy 14.2 has is there: ``xp.name``, ``array.name``, a NumPy function called on a device array
+  (mapped as CuPy's ``__array_function__`` maps it: ``numpy.linalg.norm`` -> ``cupy.linalg.norm``) and a NumPy
+  ufunc (with its ``reduce`` / ``accumulate`` / ``reduceat`` / ``at`` only where CuPy implements them) are checked
+  against the names read off CuPy itself (``tinyw2v2/_cupy_api.py``, with how it was made); anything else raises
+  ``AttributeError`` or ``TypeError`` (``NotImplementedError`` for a ufunc method, as on CuPy); a few names get a
+  longer explanation (``REFUSED_NAMES``);
 - the random generator has only CuPy's ``Generator`` methods, and its stream is NumPy's Philox, not NumPy's
   default PCG64: the same seed gives different numbers on the CPU and on the device, as it does on CUDA.
 
 The namespace ``xp`` mirrors the NumPy functions that create arrays (``xp.zeros``, ``xp.asarray``, ...), which
-put their result on the device. Everything else is NumPy itself, reached through ``__array_function__``.
+put their result on the device. Everything else is NumPy itself, reached through ``__array_function__``,
+for the names CuPy has.
 
 Counting device work
 --------------------
@@ -71,6 +78,8 @@ from collections import Counter
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
+
+from . import _cupy_api
 
 # ----------------------------------------------------------------------------------------------
 # Counting what a GPU would pay
@@ -448,6 +457,36 @@ _REFUSED_ATTRIBUTES = {
 }
 _SYNC_METHODS = {"tobytes", "tofile", "dump", "dumps"}
 
+_UFUNC_METHODS = {"__call__", "outer", "at", "reduce", "accumulate", "reduceat"}
+
+
+def _check_ufunc(name: str, method: str) -> None:
+    """Refuse a NumPy ufunc (or ufunc method) that CuPy's ``__array_ufunc__`` cannot run."""
+    if name not in _cupy_api.NAMESPACE and name not in _cupy_api.SPECIAL:
+        raise TypeError(f"np.{name} on an emulated device array: CuPy {_cupy_api.VERSION} has no ufunc {name!r} "
+                        "(its __array_ufunc__ returns NotImplemented)")
+    if method not in _UFUNC_METHODS:
+        raise TypeError(f"np.{name}.{method} on an emulated device array: CuPy's __array_ufunc__ does not "
+                        f"handle {method!r}")
+    if method in _cupy_api.UFUNC_METHODS and name not in _cupy_api.UFUNC_METHODS[method]:
+        raise NotImplementedError(f"`cupy_{name}.{method}` is not supported by CuPy {_cupy_api.VERSION} "
+                                  f"(only {', '.join(sorted(_cupy_api.UFUNC_METHODS[method]))}): on the device, "
+                                  "use the function form (max, min, cumsum, ...) instead")
+
+
+def _check_function(func) -> None:
+    """Refuse a NumPy function that CuPy's ``__array_function__`` cannot map (``func.__module__`` under
+    ``cupy``, then ``func.__name__``)."""
+    name = getattr(func, "__name__", None)
+    module = getattr(func, "__module__", None) or ""
+    parts = module.split(".")
+    path = ".".join(parts[1:])
+    names = (_cupy_api.NAMESPACE if not path else _cupy_api.SUBMODULES.get(path)) if parts[0] == "numpy" else None
+    if name is None or names is None or name not in names:
+        cupy_name = "cupy." + (path + "." if path else "") + str(name)
+        raise TypeError(f"{module}.{name} on an emulated device array: CuPy {_cupy_api.VERSION} has no "
+                        f"{cupy_name} (its __array_function__ returns NotImplemented)")
+
 
 class DeviceArray(NDArrayOperatorsMixin):
     """A NumPy array that pretends to live on another device."""
@@ -474,6 +513,7 @@ class DeviceArray(NDArrayOperatorsMixin):
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         if getattr(np, ufunc.__name__, None) is not ufunc:
             raise TypeError(f"ufunc {ufunc.__name__!r} is not a NumPy ufunc and has no device implementation")
+        _check_ufunc(ufunc.__name__, method)
         inputs = _unwrap(inputs, f"np.{ufunc.__name__}")
         if "out" in kwargs:
             kwargs["out"] = _unwrap(kwargs["out"], f"np.{ufunc.__name__}(out=)")
@@ -487,6 +527,7 @@ class DeviceArray(NDArrayOperatorsMixin):
 
     def __array_function__(self, func, types, args, kwargs):
         name = getattr(func, "__name__", str(func))
+        _check_function(func)
         args = _unwrap(args, f"np.{name}")
         kwargs = _unwrap(kwargs, f"np.{name}")
         result = func(*args, **kwargs)
@@ -584,6 +625,9 @@ class DeviceArray(NDArrayOperatorsMixin):
             raise AttributeError(name)
         if name in _REFUSED_ATTRIBUTES:
             raise AttributeError(f"emulated device arrays have no .{name}: {_REFUSED_ATTRIBUTES[name]}")
+        if name not in _cupy_api.NDARRAY:
+            raise AttributeError(f"emulated device arrays have no .{name}: cupy.ndarray ({_cupy_api.VERSION}) "
+                                 "has no such attribute")
         attr = getattr(self._a, name)
         if not callable(attr):
             return _wrap(attr)
@@ -698,7 +742,7 @@ def add_at(target: DeviceArray, indices, values) -> None:
 # The namespace
 
 
-# NumPy names CuPy 14 does not have, that array code could reach for through ``xp``:
+# NumPy names CuPy 14 does not have, with why (any other name outside _cupy_api.NAMESPACE is refused too):
 REFUSED_NAMES = {
     "errstate": "CuPy has no floating-point error state (float errors are silent on the GPU); "
                 "use tinyw2v2.backend.errstate(xp, ...), a no-op there",
@@ -782,7 +826,13 @@ class _Namespace:
     def __getattr__(self, name):
         if name in REFUSED_NAMES:
             raise AttributeError(f"the emulated device (like CuPy) has no {name!r}: {REFUSED_NAMES[name]}")
-        obj = getattr(np, name)
+        if name not in _cupy_api.NAMESPACE:
+            raise AttributeError(f"the emulated device (like CuPy {_cupy_api.VERSION}) has no {name!r}")
+        try:
+            obj = getattr(np, name)
+        except AttributeError:
+            raise AttributeError(f"cupy.{name} is CuPy's own; the emulated device does not offer it "
+                                 "(reach it through tinyw2v2.backend)") from None
         if name in _ARRAY_LIKE:
             obj = _array_like(obj, name)
         elif name in _CREATION_LAUNCHES:
@@ -819,7 +869,7 @@ class Generator:
         _launch("random (generator init)")   # CuPy's default_rng runs curand_init for its state
 
     def __getattr__(self, name):
-        if name not in GENERATOR_METHODS:
+        if name not in GENERATOR_METHODS or name not in _cupy_api.GENERATOR:
             raise AttributeError(f"CuPy's random Generator has no {name!r} (it has {', '.join(sorted(GENERATOR_METHODS))}); "
                                  "draw on the host and move the result, or build it from random()")
         fn = getattr(self._g, name)
