@@ -46,6 +46,19 @@ def extend_labels(targets, target_lengths, blank, xp):
     return ext, skip
 
 
+def lattice(log_probs, targets, input_lengths, target_lengths, blank):
+    """What both CTC forwards start from: the blank-extended labels and their skips (``extend_labels``), their
+    lengths and the real frames.
+
+    ext, skip (N, L);  ext_len[n] = Ln = 2 Sn + 1  (N,);  frame[t, n] = t < Tn  (T, N)
+    """
+    xp = get_array_module(log_probs)
+    ext, skip = extend_labels(targets, target_lengths, blank, xp)  # (N, L), (N, L)
+    ext_len = 2 * target_lengths + 1  # (N,) Ln
+    frame = xp.arange(log_probs.shape[0])[:, None] < input_lengths[None, :]  # (T, N): real frames t < Tn
+    return ext, skip, ext_len, frame
+
+
 def _shift(a, k):
     """out[n, s] = a[n, s - k] where 0 <= s - k < L, else NEG: k > 0 reads k states to the left, k < 0 to the right."""
     xp = get_array_module(a)
@@ -96,7 +109,7 @@ class CTCLoss(Function):
     """loss[n] = -log p(l_n | x_n),  p = sum over alignments pi (length Tn, collapsing to l_n) of prod_t y[t, n, pi_t]
 
     log_probs (T, N, C) -> loss (N,), reduced by ``reduction``; targets padded (N, S) int, lengths (N,) int.
-    ext, skip (N, L) from ``extend_labels``; E[t, n, s] = log_probs[t, n, ext[n, s]] (T, N, L); frame[t, n] = t < Tn.
+    ext, skip (N, L), ext_len (N,) and frame (T, N) from ``lattice``; E[t, n, s] = log_probs[t, n, ext[n, s]] (T, N, L).
 
     forward (docs/ctc.md, sections 2-3), all in log space, one (N, L) array per frame:
         alpha[-1, n, s] = 0 if s = 0 else NEG                                   (the virtual start)
@@ -129,11 +142,9 @@ class CTCLoss(Function):
         xp = get_array_module(log_probs)
         dtype = log_probs.dtype
         T, N, C = log_probs.shape
-        ext, skip = extend_labels(targets, target_lengths, blank, xp)  # (N, L), (N, L)
+        ext, skip, ext_len, frame = lattice(log_probs, targets, input_lengths, target_lengths, blank)
         L = ext.shape[1]
         n_idx = xp.arange(N)  # (N,)
-        ext_len = 2 * target_lengths + 1  # (N,) Ln
-        frame = xp.arange(T)[:, None] < input_lengths[None, :]  # (T, N): real frames t < Tn
         E = log_probs[:, n_idx[:, None], ext]  # (T, N, C) -> (T, N, L): E[t, n, s] = log_probs[t, n, ext[n, s]]
         E = xp.maximum(E, NEG)  # log(0) = -inf from the caller becomes the finite NEG
         mask = xp.where(skip, 0, NEG).astype(dtype)  # (N, L): mask[n, s] of (3)

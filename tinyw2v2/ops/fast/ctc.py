@@ -19,7 +19,7 @@ from __future__ import annotations
 from ... import backend
 from ...backend import get_array_module
 from .. import ctc as reference
-from ..ctc import IMPOSSIBLE, NEG, extend_labels, logsumexp_states, reduce_losses
+from ..ctc import IMPOSSIBLE, NEG, lattice, logsumexp_states, reduce_losses
 from ..dispatch import tuned
 from .kernels import ctc_recursion_kernel, use_fused
 
@@ -108,17 +108,15 @@ class CTCLoss(reference.CTCLoss):
         xp = get_array_module(log_probs)
         dtype = log_probs.dtype
         T, N, C = log_probs.shape
-        ext, skip = extend_labels(targets, target_lengths, blank, xp)  # (N, L), (N, L)
+        ext, skip, ext_len, frame = lattice(log_probs, targets, input_lengths, target_lengths, blank)
         L = ext.shape[1]
         P = L + 2  # cells per row in the flat layout (two padding cells, then the L states)
-        ext_len = 2 * target_lengths + 1  # (N,) Ln
         n_idx = xp.arange(N)  # (N,)
 
         # Frames t >= Tn become virtual frames that only the final blank emits, with probability 1: the sums
         # over alignments do not change, and every row runs the same T steps. To gather that in one go, the
         # final blank reads an extra class C (a copy of the blank on real frames, log 1 = 0 on virtual ones)
         # and the padding cells read a class C+1 that is always NEG.
-        frame = xp.arange(T)[:, None] < input_lengths[None, :]  # (T, N): real frames
         lpx = xp.empty((T, N, C + 2), dtype=dtype)  # (T, N, C+2)
         lpx[:, :, :C] = log_probs
         lpx[:, :, C] = log_probs[:, :, blank]
