@@ -139,11 +139,9 @@ class CTCLoss(Function):
 
     def forward(self, log_probs, targets=None, input_lengths=None, target_lengths=None, blank=0,
                 reduction="mean", zero_infinity=False):
-        xp = get_array_module(log_probs)
-        dtype = log_probs.dtype
         T, N, C = log_probs.shape
         ext, skip, ext_len, frame = lattice(log_probs, targets, input_lengths, target_lengths, blank)
-        L = ext.shape[1]
+        xp, dtype, L = get_array_module(log_probs), log_probs.dtype, ext.shape[1]
         n_idx = xp.arange(N)  # (N,)
         E = log_probs[:, n_idx[:, None], ext]  # (T, N, C) -> (T, N, L): E[t, n, s] = log_probs[t, n, ext[n, s]]
         E = xp.maximum(E, NEG)  # log(0) = -inf from the caller becomes the finite NEG
@@ -178,12 +176,18 @@ class CTCLoss(Function):
                 real = frame[t][:, None]  # (N, 1)
                 beta[t] = xp.where(real, b, NEG)
                 nxt = xp.where(real, b, end)  # frames t >= Tn: the frame after t - 1 is still the virtual end
-            self.alpha, self.beta, self.E, self.ext, self.frame, self.scale = alpha, beta, E, ext, frame, scale
-            self.logp = xp.where(possible, logp, 0).astype(dtype)  # (N,): 0 where impossible (gamma is 0 there)
-            self.possible = possible
-            self.C = C
-            self._free = ("alpha", "beta", "E", "ext", "frame", "scale", "logp", "possible")
+            self.keep(alpha, beta, E, ext, frame, scale, logp, possible, C)
         return out
+
+    def keep(self, alpha, beta, E, ext, frame, scale, logp, possible, C):
+        """Save what ``posteriors`` and the backward read (the engine frees it after the backward); log p[n] is
+        kept as 0 where the sequence is impossible, so that gamma is exp(about NEG) = 0 there, not NaN."""
+        xp = get_array_module(logp)
+        self.alpha, self.beta, self.E, self.ext, self.frame, self.scale = alpha, beta, E, ext, frame, scale
+        self.logp = xp.where(possible, logp, 0).astype(E.dtype)  # (N,)
+        self.possible = possible
+        self.C = C
+        self._free = ("alpha", "beta", "E", "ext", "frame", "scale", "logp", "possible")
 
     def posteriors(self):
         """gamma[t, n, s] = exp(alpha + beta - E - log p[n]) (T, N, L), after a recording forward.

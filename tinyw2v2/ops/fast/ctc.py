@@ -105,11 +105,9 @@ class CTCLoss(reference.CTCLoss):
 
     def forward(self, log_probs, targets=None, input_lengths=None, target_lengths=None, blank=0,
                 reduction="mean", zero_infinity=False):
-        xp = get_array_module(log_probs)
-        dtype = log_probs.dtype
         T, N, C = log_probs.shape
         ext, skip, ext_len, frame = lattice(log_probs, targets, input_lengths, target_lengths, blank)
-        L = ext.shape[1]
+        xp, dtype, L = get_array_module(log_probs), log_probs.dtype, ext.shape[1]
         P = L + 2  # cells per row in the flat layout (two padding cells, then the L states)
         n_idx = xp.arange(N)  # (N,)
 
@@ -155,13 +153,9 @@ class CTCLoss(reference.CTCLoss):
         possible = logp > IMPOSSIBLE  # (N,)
 
         if self._recording:
-            self.alpha = A[1:, :N]  # (T, N, L)
-            self.beta = A[1:, N:][::-1, :, ::-1]  # (T, N, L), a view: beta[t, n, s] = alpha_rev[T-1-t, n, L-1-s]
-            self.E, self.ext, self.frame, self.scale = E, ext, frame, scale
-            self.logp = xp.where(possible, logp, 0).astype(dtype)  # (N,): 0 where impossible (gamma is 0 there)
-            self.possible = possible
-            self.C = C
-            self._free = ("alpha", "beta", "E", "ext", "frame", "scale", "logp", "possible")
+            alpha = A[1:, :N]  # (T, N, L)
+            beta = A[1:, N:][::-1, :, ::-1]  # (T, N, L), a view: beta[t, n, s] = alpha_rev[T-1-t, n, L-1-s]
+            self.keep(alpha, beta, E, ext, frame, scale, logp, possible, C)
         return out
 
     def posteriors(self):
