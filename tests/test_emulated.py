@@ -1,5 +1,6 @@
 """The emulated device: as strict as CuPy where CuPy is stricter than NumPy, and a counter of what a GPU would pay
-(kernel launches, device-to-host syncs; ``backend.count_device_work``, rules in tinyw2v2/_emulated.py)."""
+(kernel launches, device-to-host syncs; ``backend.count_device_work``, rules in tinyw2v2/_emulated.py); and the real
+pretraining loop on it: its syncs per step, exact resume with dropout."""
 import operator
 
 import numpy as np
@@ -220,7 +221,7 @@ def test_a_tiny_training_step_meets_the_launch_and_sync_budgets():
     """The second step of the tiny preset (8 x 1 s crops, the pretraining defaults) on the emulated device, phase by
     phase as the training loop runs it (guarded_update), against the GPU budgets: at most 1,000 launches in all,
     clipping and AdamW a handful for all 90 parameter tensors together, GELU 1 kernel forward, LayerNorm and
-    GroupNorm 3 forward, and 2 device-to-host reads (the NaN/Inf guard). 822 launches today
+    GroupNorm 3 forward, and 2 device-to-host reads (the NaN/Inf guard). 793 launches when last counted
     (benchmarks/device_work.py)."""
     from tinyw2v2.models.wav2vec2 import Wav2Vec2ForPreTraining
     from tinyw2v2.train.pretrain import PretrainArgs, build_config
@@ -270,3 +271,86 @@ def test_a_logged_line_reads_the_device_once():
         means = m.pop()
     assert work.syncs == 1, work.syncs_by_name
     assert means["metric3"] == 4.0 and means["metric0_batch_max"] == 2.0 and means["lr"] == 1e-3
+
+
+# --- the real training loop on the emulated device --------------------------------------------------
+
+
+def _small_run():
+    """The small corpus, config and run arguments of tests/test_pretrain.py."""
+    import test_pretrain
+
+    return test_pretrain
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from tinyw2v2.data import generate_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    generate_corpus(root, num_speakers=3, utterances_per_speaker=6, seed=0, heldout_speakers=1)
+    return root
+
+
+def test_the_real_pretraining_loop_reads_the_device_twice_a_step_and_once_more_per_logged_line(corpus, tmp_path,
+                                                                                                monkeypatch):
+    """tinyw2v2.train.pretrain.pretrain itself, not a copy of its step: the syncs between the starts of two steps
+    (counted where the loop draws the step's batch) are the guard's 2, plus 1 on a step that writes a logged line.
+    The first interval (set-up, the step-0 evaluation) and the last (the final evaluation and checkpoint) are left
+    out: they are not per step."""
+    from tinyw2v2.train import pretrain as loop
+
+    steps, log_every = 7, 3
+    at_step_start = []
+    draw = loop.BatchSampler.__call__
+
+    def counted_draw(self, step):
+        at_step_start.append((step, work.syncs, work.launches))
+        return draw(self, step)
+
+    monkeypatch.setattr(loop.BatchSampler, "__call__", counted_draw)
+    args = _small_run().args_for(corpus, tmp_path / "run", device="emulated", steps=steps, log_every=log_every,
+                                 eval_every=100, checkpoint_every=100)
+    with backend.count_device_work() as work:
+        result = loop.pretrain(args)
+    assert result["metrics"]["step"] == steps
+    assert [s for s, _, _ in at_step_start] == list(range(steps))
+    per_step = {s + 1: (syncs1 - syncs0, launches1 - launches0)            # step s+1 runs between draws s and s+1
+                for (s, syncs0, launches0), (_, syncs1, launches1) in zip(at_step_start, at_step_start[1:])}
+    for step, (syncs, launches) in per_step.items():          # steps 1 .. steps-1, each ended by the next draw
+        logged = step % log_every == 0
+        assert syncs <= 2 + logged, (step, syncs, work.syncs_by_name)
+        assert syncs >= 2                                     # the guard's float(loss), float(norm) are counted
+        assert launches <= 1000, (step, launches)
+    assert sum(s for s, _ in per_step.values()) == 2 * (steps - 1) + (steps - 1) // log_every
+
+
+def test_exact_resume_on_the_emulated_device_with_dropout(corpus, tmp_path):
+    """Dropout on (so the counter-based device stream is drawn at every step), stopped at step 3 and resumed: the
+    metrics and the weights equal the uninterrupted run's bit for bit."""
+    from tinyw2v2 import nn
+    from tinyw2v2.train.pretrain import pretrain, read_metrics
+
+    small = _small_run()
+    dropout = {"hidden_dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.1, "feat_proj_dropout": 0.1}
+
+    def args(out, **kw):
+        a = small.args_for(corpus, tmp_path / out, device="emulated", steps=6, log_every=1, eval_every=3,
+                           checkpoint_every=100, **kw)
+        a.overrides.update(dropout)
+        return a
+
+    pretrain(args("full"))
+    pretrain(args("part", stop_at=3))
+    assert read_metrics(tmp_path / "part" / "metrics.jsonl")[-1]["step"] == 3
+    pretrain(args("part", resume=True))
+    full = small.strip_time(read_metrics(tmp_path / "full" / "metrics.jsonl"))
+    assert small.strip_time(read_metrics(tmp_path / "part" / "metrics.jsonl")) == full
+    assert [r["step"] for r in full] == list(range(7))
+    a, meta = nn.load_arrays(tmp_path / "full" / "checkpoint.npz")
+    b, _ = nn.load_arrays(tmp_path / "part" / "checkpoint.npz")
+    assert meta["config"]["hidden_dropout"] == 0.1 and a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    pretrain(args("other", seed=1))                           # and the draws matter: another seed, other numbers
+    assert small.strip_time(read_metrics(tmp_path / "other" / "metrics.jsonl"))[1:] != full[1:]
