@@ -156,17 +156,38 @@ def sample_negative_indices(shape, num_negatives: int, mask_time_indices=None, r
     return out
 
 
-def sample_pretraining_targets(config, shape, rng, lengths=None):
+def sample_pretraining_targets(config, shape, rng, lengths=None, mask_time_indices=None):
     """The random part of one pretraining step, drawn on the host: (mask (B, T) bool, negatives (B, T, K) int64).
 
     The span mask uses the config's ``mask_time_prob``, ``mask_time_length``, ``mask_time_min_masks`` and
     ``mask_time_require_same_masks``; every masked frame gets ``num_negatives`` indices of other masked frames of
     its utterance (flat b*T + t, transformers' convention). ``lengths`` (B,): valid frames per row, or None.
+    With ``mask_time_indices`` (B, T) given, only the negatives are drawn, for that mask.
     The training loop calls this (as transformers' data collator does) and passes both to the model's forward;
-    the forward calls it itself when they are not given.
+    the forward calls it itself for what it is not given.
     """
-    mask = sample_time_mask(config, shape, rng, lengths)
+    if mask_time_indices is None:
+        mask = sample_time_mask(config, shape, rng, lengths)
+    else:
+        mask = _host(mask_time_indices).astype(bool)
     return mask, sample_negative_indices(shape, config.num_negatives, mask, rng)
+
+
+def host_targets(mask_time_indices, sampled_negative_indices, shape):
+    """Host copies of a forward's targets, checked: mask (B, T) bool and negatives (B, T, K) int64, each None when
+    not given (negatives without a mask are refused: the loss covers masked frames)."""
+    mask = negatives = None
+    if mask_time_indices is not None:
+        mask = _host(mask_time_indices).astype(bool)
+        if mask.shape != tuple(shape):
+            raise ValueError(f"mask_time_indices has shape {mask.shape}, expected {tuple(shape)}")
+    if sampled_negative_indices is not None:
+        if mask is None:
+            raise ValueError("sampled_negative_indices needs mask_time_indices (the loss covers masked frames)")
+        negatives = _host(sampled_negative_indices).astype(np.int64)
+        if negatives.ndim != 3 or negatives.shape[:2] != tuple(shape):
+            raise ValueError(f"sampled_negative_indices has shape {negatives.shape}, expected {tuple(shape)} + (K,)")
+    return mask, negatives
 
 
 def sample_time_mask(config, shape, rng, lengths=None) -> np.ndarray:

@@ -24,7 +24,7 @@ from .config import Wav2Vec2Config
 from .encoder import Encoder
 from .feature_encoder import FeatureEncoder, FeatureProjection, reset_projection
 from .generators import Generators
-from .masking import compute_mask_indices, sample_negative_indices, sample_pretraining_targets, sample_time_mask
+from .masking import compute_mask_indices, host_targets, sample_pretraining_targets, sample_time_mask
 from .quantizer import GumbelVectorQuantizer
 
 
@@ -297,10 +297,11 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
     def freeze_feature_encoder(self) -> None:
         self.wav2vec2.feature_extractor.requires_grad_(False)
 
-    def sample_targets(self, batch_size: int, num_frames: int, lengths=None):
-        """(mask (B, T), negatives (B, T, K)) for a batch, from the model's host generator (what ``forward``
-        draws when it is given neither)."""
-        return sample_pretraining_targets(self.config, (batch_size, num_frames), self.generators.host, lengths)
+    def sample_targets(self, batch_size: int, num_frames: int, lengths=None, mask_time_indices=None):
+        """(mask (B, T), negatives (B, T, K)) for a batch, from the model's host generator: what ``forward`` draws
+        when it is not given them (``sample_pretraining_targets``; with a mask given, only its negatives)."""
+        return sample_pretraining_targets(self.config, (batch_size, num_frames), self.generators.host, lengths,
+                                          mask_time_indices)
 
     # --- forward -------------------------------------------------------------------------------------
     def forward(self, input_values, attention_mask=None, mask_time_indices=None, sampled_negative_indices=None,
@@ -310,60 +311,42 @@ class Wav2Vec2ForPreTraining(Wav2Vec2PreTrainedModel):
         (transformers' convention), drawn by ``sample_targets`` when not given (in train and eval mode, when
         ``mask_time_prob > 0``, so an evaluation loss exists); gumbel_noise (B, T, G, V) Gumbel samples for the
         training-mode quantiser. Everything random is returned as well, for exact reproduction."""
-        c = self.config
+        cfg = self.config
         x, T, lengths = self.prepare_input(input_values, attention_mask)    # (B, L) Tensor on the model's device
         B = x.shape[0]
-        if mask_time_indices is None and c.apply_spec_augment and c.mask_time_prob > 0:
-            mask_time_indices, sampled_negative_indices = self.sample_targets(B, T, lengths)
-        mask, negatives = self._host_targets(mask_time_indices, sampled_negative_indices, B, T)
+        if sampled_negative_indices is None and (mask_time_indices is not None or
+                                                 cfg.apply_spec_augment and cfg.mask_time_prob > 0):
+            mask_time_indices, sampled_negative_indices = self.sample_targets(B, T, lengths, mask_time_indices)
+        mask, negatives = host_targets(mask_time_indices, sampled_negative_indices, (B, T))  # (B, T), (B, T, K)
         mask_dev = None if mask is None else backend.to_device(mask, x.device)  # (B, T) bool, moved once
 
-        # z = f(X), then c = g(z with the masked frames replaced)                      (section 2, Figure 1)
+        # z = f(X); c = g(z with the masked frames replaced); q = quantiser(z)          (section 2, Figure 1)
         base = self.wav2vec2(x, attention_mask, mask_time_indices=mask_dev, output_hidden_states=output_hidden_states)
-        context = self.project_hid(base.last_hidden_state)                 # (B, T, P): c_t in the target space
-        # q = quantiser(z) on the unmasked, LayerNormed features of every frame       (section 2.2, eq. 1)
-        features = self.dropout_features(base.extract_features)            # (B, T, C)
-        quantized = self.quantizer(features, mask_dev, gumbel_noise)
-        q = self.project_q(quantized.codevectors)                          # (B, T, P)
+        z = base.extract_features                          # (B, T, C) the CNN's latents, LayerNormed
+        c = self.project_hid(base.last_hidden_state)       # (B, T, P) the context vectors, in the target space
+        quantized = self.quantizer(self.dropout_features(z), mask_dev, gumbel_noise)   # of z before masking (eq. 1)
+        q = self.project_q(quantized.codevectors)          # (B, T, P)
 
         out = Wav2Vec2ForPreTrainingOutput(
             feature_penalty=base.feature_penalty, codevector_perplexity=quantized.perplexity,
             prob_perplexity=quantized.prob_perplexity, code_perplexity=quantized.code_perplexity,
-            projected_states=context, projected_quantized_states=q, extract_features=base.extract_features,
+            projected_states=c, projected_quantized_states=q, extract_features=z,
             last_hidden_state=base.last_hidden_state, hidden_states=base.hidden_states,
             codevector_indices=quantized.indices, mask_time_indices=mask, sampled_negative_indices=negatives)
         if negatives is None:
             return out
         # L = L_m + alpha L_d (+ beta * mean(z^2) * N, fairseq's feature penalty)      (section 3.2, eq. 2)
         N = int(mask.sum())
-        L_m, accuracy, identical = masked_contrastive_loss(context, q, mask, negatives, c.contrastive_logits_temperature,
+        L_m, accuracy, identical = masked_contrastive_loss(c, q, mask, negatives, cfg.contrastive_logits_temperature,
                                                            quantized.indices)                 # eq. 3, summed
-        GV = c.num_codevectors
+        GV = cfg.num_codevectors
         L_d = (GV - quantized.perplexity) * (N / GV)                       # eq. 4, as (GV - perplexity) / GV * N
-        loss = L_m + c.diversity_loss_weight * L_d
-        if c.feature_penalty_weight > 0:
-            loss = loss + base.feature_penalty * (c.feature_penalty_weight * N)
+        loss = L_m + cfg.diversity_loss_weight * L_d
+        if cfg.feature_penalty_weight > 0:
+            loss = loss + base.feature_penalty * (cfg.feature_penalty_weight * N)
         out.loss, out.contrastive_loss, out.diversity_loss = loss, L_m, L_d
         out.accuracy, out.negatives_identical, out.num_masked = accuracy, identical, N
         return out
-
-    def _host_targets(self, mask_time_indices, sampled_negative_indices, B: int, T: int):
-        """Host copies of the mask (B, T) bool and the negatives (B, T, K) int64, checked; negatives are drawn
-        for a mask given alone."""
-        if mask_time_indices is None:
-            if sampled_negative_indices is not None:
-                raise ValueError("sampled_negative_indices needs mask_time_indices (the loss covers masked frames)")
-            return None, None
-        mask = backend.to_numpy(getattr(mask_time_indices, "data", mask_time_indices)).astype(bool)
-        if mask.shape != (B, T):
-            raise ValueError(f"mask_time_indices has shape {mask.shape}, expected {(B, T)}")
-        if sampled_negative_indices is None:
-            return mask, sample_negative_indices((B, T), self.config.num_negatives, mask, self.generators.host)
-        negatives = backend.to_numpy(getattr(sampled_negative_indices, "data", sampled_negative_indices))
-        negatives = negatives.astype(np.int64)
-        if negatives.ndim != 3 or negatives.shape[:2] != (B, T):
-            raise ValueError(f"sampled_negative_indices has shape {negatives.shape}, expected {(B, T)} + (K,)")
-        return mask, negatives
 
 
 def masked_contrastive_loss(context, q, mask, negatives, temperature: float, codes=None):
