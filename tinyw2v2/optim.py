@@ -19,9 +19,10 @@ import math
 import numpy as np
 
 from . import backend
+from .ops.fast.optim import FusedAdam
 from .tensor import Tensor
 
-__all__ = ["Optimizer", "Adam", "AdamW", "FlatParameters", "clip_grad_norm_", "Schedule", "Constant", "PolynomialDecay",
+__all__ = ["Optimizer", "Adam", "AdamW", "clip_grad_norm_", "Schedule", "Constant", "PolynomialDecay",
            "LinearWarmupDecay", "TriStage"]
 
 
@@ -101,7 +102,7 @@ class Optimizer:
 
     def clip_grad_norm_(self, max_norm, norm_type: float = 2.0):
         """``clip_grad_norm_(self.params, max_norm, norm_type)``; an optimiser with a fused step (``Adam(fused=...)``)
-        folds the clipping into that step instead."""
+        folds the scaling into that step instead."""
         return clip_grad_norm_(self.params, max_norm, norm_type)
 
     def _init_state(self, p) -> dict:  # pragma: no cover - abstract
@@ -188,11 +189,12 @@ class Adam(Optimizer):
     The two differ only in where eps sits: fairseq adds it to sqrt(v) before the bias correction, which in torch's
     terms is an eps of eps / sqrt(1 - beta2^t) (larger in the first updates). fairseq's ``adam`` optimizer is
     ``AdamW(..., eps_mode="fairseq")`` (its weight decay is decoupled). The moments live on the parameter's
-    device in its dtype.
+    device in its dtype. ``fused``: None (default) hands clipping and step to the fused step of
+    ``ops/fast/optim.py`` on a device (CuPy or emulated), the same arithmetic in one kernel; True / False force it.
     """
 
     ARRAY_KEYS = ("exp_avg", "exp_avg_sq")
-    _decoupled = False
+    decoupled = False               # AdamW: weight decay decoupled from the gradient
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
                  eps_mode: str = "torch", fused: bool | None = None):
@@ -205,104 +207,21 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=float(lr), betas=tuple(betas), eps=float(eps),
                                       weight_decay=float(weight_decay), eps_mode=eps_mode))
         self.fused = fused
-        self._flat = None            # the FlatParameters of the fused step, made at its first use
-        self._clipped = None         # (gradient ids, flat gradient, norm, max_norm) from clip_grad_norm_
-
-    # --- the fused step: every parameter in one flat buffer, one kernel ------------------------------------
-    def _use_fused(self) -> bool:
-        """``fused=None``: fused on a device (CuPy or emulated) while ``TUNING.fused_kernels`` is on; True / False
-        force it. All groups must share betas, eps and eps_mode, and all parameters one device and dtype."""
-        from .ops.fast.kernels import use_fused
-
-        params = self.params
-        if self.fused is False or (self.fused is None and not use_fused(params[0].data)):
-            return False
-        same = {(g["betas"], g["eps"], g["eps_mode"]) for g in self.param_groups}
-        kinds = {(backend.device_of(p.data), p.dtype) for p in params}
-        if len(same) > 1 or len(kinds) > 1:
-            if self.fused:
-                raise ValueError("fused=True needs one device and dtype for all parameters and the same betas, eps "
-                                 "and eps_mode in every group")
-            return False
-        return True
-
-    def _flat_parameters(self) -> "FlatParameters":
-        params = self.params
-        if self._flat is None or not self._flat.fits(params):
-            self._flat = FlatParameters(params)         # the moments come back in through adopt(state)
-        self._flat.adopt(self.state)
-        return self._flat
-
-    def _flat_gradient(self):
-        """(ids of the gradients, flat gradient): every ``p.grad`` in one array (zeros where a gradient is None)."""
-        flat = self._flat_parameters()
-        grads = [p.grad for p in self.params]
-        ids = tuple(id(g) for g in grads)
-        if self._clipped is not None and self._clipped[0] == ids:
-            return ids, self._clipped[1]
-        return ids, flat.gather(grads)
+        self.fused_step = FusedAdam()   # on a device: every parameter in one flat buffer, one kernel (ops/fast/optim.py)
 
     def clip_grad_norm_(self, max_norm, norm_type: float = 2.0):
-        """The global gradient norm (a 0-d device array, no sync); with the fused step the gradients are not scaled
-        here: the next ``step()`` multiplies them by min(1, max_norm / (norm + 1e-6)) inside its kernel (so
-        ``p.grad`` stays as backward left it)."""
-        if norm_type != 2.0 or not self._use_fused():
-            return super().clip_grad_norm_(max_norm, norm_type)
-        from .ops.fast.kernels import norm_kernel
-
-        ids, g = self._flat_gradient()
-        xp = backend.get_array_module(g)
-        norm = xp.empty(1, dtype=g.dtype)
-        norm_kernel()(g, axis=0, out=norm)                # sqrt(sum g^2): one launch
-        self._clipped = (ids, g, norm, float(max_norm) if max_norm else math.inf)
-        return norm.reshape(())
+        if norm_type == 2.0 and self.fused_step.applies(self):   # fused: the scaling happens inside the next step
+            return self.fused_step.clip_grad_norm_(self, max_norm)
+        return super().clip_grad_norm_(max_norm, norm_type)
 
     def step(self) -> None:
-        if not self._use_fused():
-            return super().step()
-        from .ops.fast.kernels import adamw_kernel, norm_kernel
-
-        flat = self._flat_parameters()
-        ids, g = self._flat_gradient()
-        xp = backend.get_array_module(g)
-        if self._clipped is not None and self._clipped[0] == ids:
-            norm, max_norm = self._clipped[2], self._clipped[3]
-        else:
-            norm, max_norm = xp.zeros(1, dtype=g.dtype), math.inf   # no clip_grad_norm_ since backward
-        self._clipped = None
-        group0 = self.param_groups[0]
-        (beta1, beta2), eps, torch_eps = group0["betas"], group0["eps"], group0["eps_mode"] == "torch"
-        coef = np.zeros((len(flat.params), 4), dtype=flat.dtype)     # per parameter, made on the host
-        coef[:, 1:3] = 1                                             # (rows of parameters without a gradient)
-        i = 0
-        for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is not None:
-                    state = self.state.get(p)
-                    if state is None:
-                        state = self.state[p] = flat.state_of(i)
-                    state["step"] += 1
-                    t = state["step"]
-                    bias1, bias2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
-                    decay = (1.0 - lr * wd) if self._decoupled else wd
-                    if torch_eps:
-                        coef[i] = (1, decay, math.sqrt(bias2), lr / bias1)
-                    else:
-                        coef[i] = (1, decay, 1, lr * math.sqrt(bias2) / bias1)
-                i += 1
-        adamw_kernel(self._decoupled, torch_eps)(g, flat.segment, backend.to_device(coef, flat.device), norm,
-                                                 max_norm, beta1, beta2, eps, flat.w, flat.m, flat.v)
-        self.steps += 1
+        if self.fused_step.applies(self):
+            return self.fused_step.step(self)
+        super().step()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none)
-        self._clipped = None
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        if self._flat is not None:
-            self._flat.adopt(self.state)
+        self.fused_step.clipped = None              # a norm taken before belongs to the old gradients
 
     def _init_state(self, p) -> dict:
         xp = backend.get_array_module(p.data)
@@ -315,7 +234,7 @@ class Adam(Optimizer):
         t = state["step"]
         m, v, w = state["exp_avg"], state["exp_avg_sq"], p.data
         if wd != 0.0:
-            if self._decoupled:
+            if self.decoupled:
                 w *= 1.0 - lr * wd                      # p <- p (1 - lr wd), before the Adam step
             else:
                 grad = grad + wd * w                    # L2: a fresh array, p.grad is left as it was
@@ -346,73 +265,12 @@ class AdamW(Adam):
     ``adam`` optimizer, the one wav2vec 2.0 was trained with.
     """
 
-    _decoupled = True
+    decoupled = True
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
                  eps_mode: str = "torch", fused: bool | None = None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, eps_mode=eps_mode,
                          fused=fused)
-
-
-class FlatParameters:
-    """Every parameter as a view into one flat array ``w`` (and its Adam moments into ``m`` and ``v``), so that one
-    kernel updates them all. ``segment`` (int32, per element) numbers the parameter an element belongs to.
-
-    A parameter whose ``.data`` was replaced (a ``load_state_dict``, a move) is copied back in and viewed again at
-    the next step (``fits`` / the constructor); optimiser state loaded from a checkpoint, or held by an earlier flat
-    buffer, is copied into the moments (``adopt``), so that exact resume holds.
-    """
-
-    def __init__(self, params):
-        self.params = list(params)
-        first = self.params[0].data
-        xp = backend.get_array_module(first)
-        self.device, self.dtype = backend.device_of(first), first.dtype
-        sizes = [int(p.data.size) for p in self.params]
-        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        total = int(self.offsets[-1])
-        self.w = xp.empty(total, dtype=self.dtype)
-        self.m = xp.zeros(total, dtype=self.dtype)
-        self.v = xp.zeros(total, dtype=self.dtype)
-        self.segment = backend.to_device(np.repeat(np.arange(len(sizes), dtype=np.int32), sizes), self.device)
-        self._zeros = xp.zeros(max(sizes), dtype=self.dtype)   # stands in for a missing gradient
-        self.views, self.moment_views = [], []
-        for i, p in enumerate(self.params):
-            lo, hi = self.offsets[i], self.offsets[i + 1]
-            view = self.w[lo:hi].reshape(p.shape)                  # (n,) -> the parameter's shape
-            view[...] = p.data
-            p.data = view
-            self.views.append(view)
-            self.moment_views.append((self.m[lo:hi].reshape(p.shape), self.v[lo:hi].reshape(p.shape)))
-
-    def fits(self, params) -> bool:
-        """The same parameters, each still viewing its slice of ``w`` (else the optimiser flattens them again)."""
-        return (len(params) == len(self.params) and all(p is q for p, q in zip(params, self.params))
-                and all(p.data is v for p, v in zip(params, self.views)))
-
-    def state_of(self, i: int) -> dict:
-        """Fresh Adam state of parameter i: its moments are views of ``m`` and ``v`` (zeros until its first update)."""
-        m, v = self.moment_views[i]
-        return {"step": 0, "exp_avg": m, "exp_avg_sq": v}
-
-    def adopt(self, state: dict) -> None:
-        """Make every parameter's state arrays the views of ``m`` and ``v`` again, copying in any that are not
-        (state loaded from a checkpoint, or made by the unfused step)."""
-        for p, views in zip(self.params, self.moment_views):
-            s = state.get(p)
-            if s is None:
-                continue
-            for key, view in zip(("exp_avg", "exp_avg_sq"), views):
-                if s[key] is not view:
-                    view[...] = s[key]
-                    s[key] = view
-
-    def gather(self, grads):
-        """All gradients in one flat array (one copy; zeros for a parameter without one)."""
-        xp = backend.get_array_module(self.w)
-        parts = [self._zeros[:self.offsets[i + 1] - self.offsets[i]] if g is None else g.reshape(-1)
-                 for i, g in enumerate(grads)]
-        return xp.concatenate(parts)
 
 
 # ----------------------------------------------------------------------------------------------
