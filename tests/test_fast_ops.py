@@ -78,3 +78,22 @@ def test_tuned_ops_take_empty_inputs(device):
     for y in (F.gelu(x), F.layer_norm(x, 6), F.group_norm(x, 2)):
         assert y.shape == (0, 4, 6)
         y.backward(tw.tensor(np.zeros((0, 4, 6), np.float32), device=device).data)
+
+
+@pytest.mark.parametrize("device", ["cpu", "emulated"])
+def test_tuned_duplicate_test_equals_the_reference(device):
+    """The contrastive loss's neg_is_pos: the tuned host version compares in full only where the first feature
+    matches; it must agree with the reference's full comparison, near misses included."""
+    from tinyw2v2 import backend
+    from tinyw2v2.ops import contrastive
+
+    rng = np.random.default_rng(4)
+    targets, negatives = rng.standard_normal((3, 6, 5)), rng.standard_normal((4, 3, 6, 5))
+    negatives[1, 2, 3] = targets[2, 3]            # a duplicate
+    negatives[0, 0, 1, 0] = targets[0, 1, 0]      # the first feature only
+    negatives[3, 1, 5, :4] = targets[1, 5, :4]    # all but the last feature
+    t, n = backend.to_device(targets, device), backend.to_device(negatives, device)
+    tuned = fast.contrastive.duplicates_of_positive(t, n)
+    np.testing.assert_array_equal(backend.to_numpy(tuned), backend.to_numpy(contrastive.duplicates_of_positive(t, n)))
+    assert backend.to_numpy(tuned).sum() == 1
+    assert pick(contrastive.duplicates_of_positive) is fast.contrastive.duplicates_of_positive

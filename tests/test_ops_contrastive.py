@@ -313,8 +313,10 @@ def test_diversity_loss_extremes():
     np.testing.assert_allclose(float(F.diversity_loss(t64(collapsed, False), G, V).data), (G * V - G) / (G * V))
 
 
-def test_duplicates_of_positive_equals_the_full_comparison(device):
+@pytest.mark.parametrize("reference", [True, False], ids=["reference", "tuned"])
+def test_duplicates_of_positive_equals_the_full_comparison(device, reference):
     from tinyw2v2.ops.contrastive import duplicates_of_positive
+    from tinyw2v2.ops.dispatch import pick, reference_ops
 
     rng = np.random.default_rng(9)
     tgt, neg = rng.standard_normal((2, 5, 4)), rng.standard_normal((3, 2, 5, 4))
@@ -324,6 +326,7 @@ def test_duplicates_of_positive_equals_the_full_comparison(device):
     neg[2, 1, 3, :3] = tgt[1, 3, :3]           # all but the last feature
     neg[1, 1, 1] = tgt[1, 1]
     neg[1, 1, 1, 2] = -0.0 if tgt[1, 1, 2] == 0 else tgt[1, 1, 2] * (1 + 1e-15)
-    out = duplicates_of_positive(backend.to_device(tgt, device), backend.to_device(neg, device))
+    with reference_ops(reference):
+        out = pick(duplicates_of_positive)(backend.to_device(tgt, device), backend.to_device(neg, device))
     np.testing.assert_array_equal(backend.to_numpy(out), (tgt[None] == neg).all(-1))
     assert backend.to_numpy(out).sum() == 2

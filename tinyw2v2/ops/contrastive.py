@@ -16,6 +16,7 @@ import numpy as np
 from .. import backend
 from ..backend import get_array_module
 from ..tensor import Function, Tensor
+from .dispatch import pick
 
 
 def _data(x):
@@ -210,7 +211,7 @@ def contrastive_loss(predictions, targets, negatives, temperature, mask_time_ind
     ref = _data(predictions)
     mask = None if mask_time_indices is None else _on_device_of(mask_time_indices, ref)
     if neg_is_pos is None:
-        neg_is_pos = duplicates_of_positive(_data(targets), _data(negatives))
+        neg_is_pos = pick(duplicates_of_positive)(_data(targets), _data(negatives))
     else:
         neg_is_pos = _on_device_of(neg_is_pos, ref)
     loss, accuracy, identical = ContrastiveLoss.apply(predictions, targets, negatives, temperature=float(temperature),
@@ -220,30 +221,22 @@ def contrastive_loss(predictions, targets, negatives, temperature, mask_time_ind
 
 
 def duplicates_of_positive(targets, negatives):
-    """neg_is_pos = (targets[None] == negatives).all(-1): (K, B, T) True where a negative equals its positive.
-
-    On the host, only the rows whose first feature already matches are compared in full (the full
-    comparison reads the whole (K, B, T, D) array, as much as the loss itself); on a GPU, one comparison.
-    """
-    xp = get_array_module(targets, negatives)
-    if backend.is_device_array(negatives):
-        return (targets[None] == negatives).all(axis=-1)
-    first = negatives[..., 0] == targets[None, ..., 0]         # (K, B, T): a necessary condition, cheap
-    rows = xp.nonzero(first)                                   # (k, b, t) index arrays of the candidates
-    same = (negatives[rows] == targets[rows[1:]]).all(axis=-1)  # (R, D) == (R, D) -> (R,)
-    first[rows] = same
-    return first
+    """neg_is_pos = (targets[None] == negatives).all(-1): (K, B, T) True where a negative equals its positive in
+    every feature. The tuned version (``ops.fast.contrastive``) compares in full only where the first feature
+    matches."""
+    return (targets[None] == negatives).all(axis=-1)  # (1, B, T, D) == (K, B, T, D) -> (K, B, T)
 
 
 def contrastive_logits(predictions, targets, negatives, temperature, neg_is_pos=None, eps=1e-8):
     """The (1+K, B, T) logits of ``contrastive_loss``, composed from ``cosine_similarity`` (for inspection
     and as a second opinion in tests; the loss itself never materialises [targets; negatives])."""
-    from . import concatenate, masked_fill, reshape
+    from .elementwise import masked_fill
+    from .shape import concatenate, reshape
 
     candidates = concatenate([reshape(targets, (1,) + tuple(targets.shape)), negatives], 0)  # (1+K, B, T, D)
     logits = cosine_similarity(predictions, candidates, axis=-1, eps=eps) / float(temperature)  # (1+K, B, T)
     if neg_is_pos is None:
-        neg_is_pos = duplicates_of_positive(_data(targets), _data(negatives))
+        neg_is_pos = pick(duplicates_of_positive)(_data(targets), _data(negatives))
     xp = get_array_module(_data(predictions))
     neg_is_pos = _on_device_of(neg_is_pos, _data(predictions))
     duplicate = xp.concatenate([xp.zeros((1,) + neg_is_pos.shape[1:], dtype=bool), neg_is_pos], 0)  # (1+K, B, T)

@@ -1,7 +1,8 @@
 """The tuned ops: the same Functions as the teaching files in ``tinyw2v2/ops/``, computed faster.
 
 One file per op family, each Function named like the reference it replaces and computing the same values (see
-``tinyw2v2.ops.dispatch`` and ``tests/test_fast_ops.py``). This is where device-specific kernels go too, so that
+``tinyw2v2.ops.dispatch`` and ``tests/test_fast_ops.py``); ``optim.py`` holds the fused optimiser step that
+``tinyw2v2.optim.Adam`` hands its work to on a device. This is where device-specific kernels go too, so that
 no teaching file needs a branch per device. Why each trick pays: docs/performance.md.
 
 ``TUNING`` holds the knobs that choose between code paths inside the tuned ops (cache-block sizes, GEMM
@@ -14,4 +15,5 @@ layouts, when a softmax may skip its max-shift). Their defaults were measured on
 """
 from .tuning import TUNING, Tuning, tuning  # noqa: F401
 
-from . import activation, attention, conv, cross_entropy, ctc, norm, softmax  # noqa: E402,F401  (each registers its tuned ops)
+# each module registers its tuned ops with the dispatch
+from . import activation, attention, contrastive, conv, cross_entropy, ctc, norm, softmax  # noqa: E402,F401

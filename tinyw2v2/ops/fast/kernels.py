@@ -9,7 +9,7 @@ Which op uses which kernel, and what each costs on a device (launches; ``benchma
 |---|---|---|
 | GELU (``ops/fast/activation.py``) | ``gelu_kernel``: y and dy/dx in 1 | ``g * d``: 1 |
 | LayerNorm, GroupNorm (``ops/fast/norm.py``) | ``xp.mean``, ``rstd_kernel``, ``normalize_kernel``: 3 | ``row_sums_kernel``, ``column_sums_kernel``, ``norm_dx_kernel``: 3 |
-| gradient clipping (``optim.AdamW(fused=True)``) | gather the gradients (1, plus 1 upload of pointers), ``norm_kernel``: 1 | |
+| gradient clipping (``optim.AdamW``'s fused step, ``ops/fast/optim.py``) | gather the gradients (1, plus 1 upload of pointers), ``norm_kernel``: 1 | |
 | AdamW step (same) | coefficients of every parameter (1 upload), ``adamw_kernel``: 1 | |
 | CTC's alpha and beta recursion (``ops/fast/ctc.py``) | ``ctc_recursion_kernel``: 1 for all frames | |
 
