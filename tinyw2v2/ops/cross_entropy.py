@@ -50,10 +50,10 @@ class CrossEntropy(Function):
         t1 = t.reshape(-1)                                              # (N, d...) -> (R,)
         valid = t1 != ignore_index                                      # (R,)
         tc = xp.where(valid, t1, 0)                                     # (R,) safe index for ignored rows
-        m, e, s = self.shifted_exp(x2)                                  # shift (R, 1) or (), e (R, C) fresh, s (R, 1)
+        m, e, s = self.shifted_exp(x2)                                  # shift (R, 1), e (R, C) fresh, s (R, 1)
         s += s == 0                                                     # row of only -inf: log 1 = 0, lse finite
         picked = x2[xp.arange(x2.shape[0]), tc]                         # (R,) x_{i, t_i}
-        lse = xp.log(s)[:, 0] if m.ndim == 0 else (m + xp.log(s))[:, 0]  # (R,) (m = 0 when the shift was skipped)
+        lse = (m + xp.log(s))[:, 0]                                     # (R, 1) -> (R,)
         loss = lse - picked                                             # (R,) +inf where x_t = -inf
         loss = xp.where(valid, loss, xp.zeros((), dtype=x.dtype))       # ignored rows: 0, as torch
         count = valid.sum() if reduction == "mean" else None            # () on the device, no sync
