@@ -6,8 +6,8 @@ weight_norm: w = g * v / ||v||, the reparametrisation of the positional convolut
 
 Derivations: docs/conv.md. Notation: B batch, C input channels, O output channels, G groups,
 Cg = C / G and Og = O / G channels per group, K taps, T input length, Tp = T + padding, T' output length.
-The reference ``Conv1d`` below is the page's formulas; the tuned one (taps in chunks, other GEMM layouts, the
-stride-1 backward as a convolution) is ``ops.fast.conv.Conv1d``.
+The reference ``Conv1d`` and ``WeightNorm`` below are the page's formulas; the tuned ones (taps in chunks, other
+GEMM layouts, the stride-1 backward as a convolution; sums as einsum contractions) are in ``ops.fast.conv``.
 """
 from __future__ import annotations
 
@@ -194,13 +194,19 @@ class WeightNorm(Function):
         s  = sum(gw * v)                      (shape of n)
         dg = s / n
         dv = (g / n) * (gw - v * s / n^2)
+    The tuned version (``ops.fast.conv.WeightNorm``) only replaces ``normed_sum``.
     """
+
+    @staticmethod
+    def normed_sum(a, b):
+        """sum of a * b over the normed axes, for a and b viewed as (before, D, after): -> (D,)."""
+        return (a * b).sum(axis=(0, 2))
 
     def forward(self, v, g, dim=0):
         xp = get_array_module(v, g)
         self.shape3, nshape = _norm_shapes(v.shape, dim)
-        v3 = v.reshape(self.shape3)  # (before, D, after)
-        n = xp.sqrt(xp.einsum("adb,adb->d", v3, v3)).reshape(nshape)  # sum of squares without a v*v temporary
+        v3 = v.reshape(self.shape3)  # (before, D, after): the normed axes around dim
+        n = xp.sqrt(self.normed_sum(v3, v3)).reshape(nshape)  # ||v|| per index of dim, shape of n
         self.g_shape = g.shape
         g = g.reshape(nshape)  # (O,) or (1, 1, K) ... -> n's shape
         scale = g / n  # g / n, shape of n
@@ -210,15 +216,9 @@ class WeightNorm(Function):
 
     def backward(self, gw):
         v, n, scale = self.saved_tensors
-        xp = get_array_module(gw)
-        s = xp.einsum("adb,adb->d", gw.reshape(self.shape3), v.reshape(self.shape3)).reshape(n.shape)  # sum(gw * v)
+        s = self.normed_sum(gw.reshape(self.shape3), v.reshape(self.shape3)).reshape(n.shape)  # sum(gw * v)
         dg = (s / n).reshape(self.g_shape) if self.needs_input_grad[1] else None  # s / n
-        dv = None
-        if self.needs_input_grad[0]:
-            coef = s / (n * n)  # s / n^2
-            dv = v * coef  # v * s / n^2, a fresh array
-            xp.subtract(gw, dv, out=dv)  # gw - v s / n^2
-            dv *= scale  # (g / n) * (gw - v s / n^2)
+        dv = scale * (gw - v * (s / (n * n))) if self.needs_input_grad[0] else None  # (g / n) * (gw - v s / n^2)
         return dv, dg
 
 
