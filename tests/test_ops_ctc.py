@@ -49,7 +49,7 @@ def theirs(x, targets, il, tl, v=None, through_log_softmax=True, **kw):
     return loss.detach().numpy(), t.grad.numpy()
 
 
-# (T, N, C, targets, input_lengths, target_lengths): the situations the issue names, and more
+# (T, N, C, targets, input_lengths, target_lengths): the situations CTC must get right
 SITUATIONS = {
     "repeated labels": (7, 3, 5, [[1, 1, 2], [3, 3, 3], [2, 4, 4]], [7, 7, 6], [3, 3, 3]),
     "blank-only (empty) targets": (5, 2, 4, [[0, 0], [1, 0]], [5, 3], [0, 1]),
