@@ -5,7 +5,7 @@ Parameters (transformers' names): ``codevectors`` (1, G*V, d/G), ``weight_proj``
     logits = weight_proj(features)                        (B, T, G*V) -> (B*T*G, V)
     training: probs = gumbel_softmax(logits, tau, hard=True)   one-hot forward, soft gradient
     eval:     probs = onehot(argmax logits)                   no noise, no gradient into weight_proj
-    quantised = per group, the chosen codeword; groups concatenated -> (B, T, d)
+    quantized = per group, the chosen codeword; groups concatenated -> (B, T, d)
 
 Perplexities (all over the masked frames when a mask is given, else over all frames):
     prob_perplexity = sum_g exp(H(mean_n softmax(logits_ng)))   (no noise, no temperature; drives the
@@ -97,8 +97,8 @@ class GumbelVectorQuantizer(nn.Module):
                                                mask=_flat_mask(mask, N))
         if perplexity is None:
             perplexity = code_ppl
-        quantised = F.codevector_lookup(probs.reshape(N, G * V), self.codevectors, G)  # (B*T*G, V) -> (B*T, G*V)
-        return QuantizedFeatures(quantised.reshape(B, T, -1), perplexity, code_ppl, prob_ppl,  # (B*T, d) -> (B, T, d)
+        quantized = F.codevector_lookup(probs.reshape(N, G * V), self.codevectors, G)  # (B*T*G, V) -> (B*T, G*V)
+        return QuantizedFeatures(quantized.reshape(B, T, -1), perplexity, code_ppl, prob_ppl,  # (B*T, d) -> (B, T, d)
                                  index.reshape(B, T, G))          # (B*T*G,) -> (B, T, G)
 
 
