@@ -8,7 +8,9 @@ Cases: tiny 8 x 1 s and 32 x 1 s, base 2 x 1 s and 8 x 4 s (layerdrop 0, so that
 Times are the median of ``--repeat`` calls after two warm-up calls, each call ended by a device synchronize, so
 they include the launches and the waits. torch runs eager (no compile), float32, TF32 off (ours is strict float32).
 ``--device emulated`` checks the script's logic without a GPU (ours on the emulated device, torch on the CPU); the
-times then mean nothing. Writes ``bench_cuda.json`` and ``bench_cuda.md`` to ``--out`` (default: print only).
+times then mean nothing. Writes ``bench_cuda.json`` and ``bench_cuda.md`` to ``--out`` (default: print only), after
+every row; a row that fails (a kernel that does not compile, memory) says so in the table and the others still run
+(exit status 1).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -153,32 +156,59 @@ def main(argv=None):
         cfg = model_config(preset)
         x, mask, negatives = model_inputs(cfg, batch, length)
         for mode in a.modes.split(","):
-            t_ours = timed(ours(cfg, x, mask, negatives, mode, a.device), a.repeat)
-            t_theirs = timed(theirs(cfg, x, mask, negatives, mode, tdev), a.repeat) if tdev else None
-            row = {"case": case, "mode": mode, "ours_s": t_ours, "torch_s": t_theirs,
-                   "ratio": None if t_theirs is None else t_ours / t_theirs}
-            if mode == "train" and case in a.count.split(","):
-                row["launches"], row["syncs"] = device_work(cfg, x, mask, negatives)
+            row = {"case": case, "mode": mode, "ours_s": None, "torch_s": None, "ratio": None}
+            try:   # a case that fails (a kernel, memory) is reported in its row; the others still run
+                row["ours_s"] = timed(ours(cfg, x, mask, negatives, mode, a.device), a.repeat)
+                row["torch_s"] = timed(theirs(cfg, x, mask, negatives, mode, tdev), a.repeat) if tdev else None
+                if row["torch_s"] is not None:
+                    row["ratio"] = row["ours_s"] / row["torch_s"]
+                if mode == "train" and case in a.count.split(","):
+                    row["launches"], row["syncs"] = device_work(cfg, x, mask, negatives)
+            except Exception as e:                   # noqa: BLE001 - any failure is the row's result
+                traceback.print_exc()
+                row["error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}"
             rows.append(row)
-            ratio = "" if row["ratio"] is None else f"  ours/torch {row['ratio']:.2f}"
-            counts = f"  {row['launches']} launches, {row['syncs']} syncs" if "launches" in row else ""
-            theirs_s = "" if t_theirs is None else f"  torch {1e3 * t_theirs:8.2f} ms"
-            print(f"{case:11s} {mode:8s} ours {1e3 * t_ours:8.2f} ms{theirs_s}{ratio}{counts}", flush=True)
+            print(_line(row), flush=True)
+            _write(a.out, name, rows)                # after every row: a run stopped at its limit keeps its rows
+    print("\n".join(_table(rows)))
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        print(f"{len(failed)} of {len(rows)} rows failed")
+    return 1 if failed else 0
+
+
+def _ms(v):
+    return "–" if v is None else f"{1e3 * v:.2f}"
+
+
+def _line(r) -> str:
+    ratio = "" if r["ratio"] is None else f"  ours/torch {r['ratio']:.2f}"
+    counts = f"  {r['launches']} launches, {r['syncs']} syncs" if "launches" in r else ""
+    theirs_s = "" if r["torch_s"] is None else f"  torch {_ms(r['torch_s']):>8s} ms"
+    error = f"  FAILED {r['error']}" if "error" in r else ""
+    return f"{r['case']:11s} {r['mode']:8s} ours {_ms(r['ours_s']):>8s} ms{theirs_s}{ratio}{counts}{error}"
+
+
+def _table(rows) -> list:
     table = ["| case | mode | ours (ms) | transformers + torch (ms) | ours / torch | launches per step | syncs |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        fmt = lambda v, f: "–" if v is None else format(v, f)
-        table.append(f"| {r['case']} | {r['mode']} | {1e3 * r['ours_s']:.2f} | "
-                     f"{fmt(None if r['torch_s'] is None else 1e3 * r['torch_s'], '.2f')} | {fmt(r['ratio'], '.2f')} | "
+        ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        ours_ms = _ms(r["ours_s"]) if "error" not in r else f"failed: {r['error']}".replace("|", "/")
+        table.append(f"| {r['case']} | {r['mode']} | {ours_ms} | {_ms(r['torch_s'])} | {ratio} | "
                      f"{r.get('launches', '–')} | {r.get('syncs', '–')} |")
-    print("\n".join(table))
-    if a.out:
-        os.makedirs(a.out, exist_ok=True)
-        with open(os.path.join(a.out, "bench_cuda.json"), "w") as f:
-            json.dump({"device": name, "rows": rows}, f, indent=1)
-        with open(os.path.join(a.out, "bench_cuda.md"), "w") as f:
-            f.write(f"{name}\n\n" + "\n".join(table) + "\n")
+    return table
+
+
+def _write(out, name, rows) -> None:
+    if not out:
+        return
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "bench_cuda.json"), "w") as f:
+        json.dump({"device": name, "rows": rows}, f, indent=1)
+    with open(os.path.join(out, "bench_cuda.md"), "w") as f:
+        f.write(f"{name}\n\n" + "\n".join(_table(rows)) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
