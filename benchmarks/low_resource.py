@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     if a.threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(a.threads)
-    from tinyw2v2.cli import _parse_overrides
+    from tinyw2v2.cli import parse_overrides
     from tinyw2v2.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2ForPreTraining
     from tinyw2v2 import optim
     from tinyw2v2.text import Vocabulary
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
                                                                        "args": {"note": "random initialisation"}})
     del model
 
-    overrides = _parse_overrides(a.set)
+    overrides = parse_overrides(a.set)
     common = dict(data=str(corpus / "train"), eval_data=str(corpus / "test"), vocab=str(out / "vocab"),
                   overrides=overrides, steps=10 ** 9, minutes=a.minutes, eval_every=0,
                   eval_every_seconds=eval_every, eval_utterances=a.eval_utterances, checkpoint_every=10 ** 9,
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     lr = {} if a.lr is None else {"lr": a.lr}
     scratch_lr = {"lr": a.scratch_lr} if a.scratch_lr is not None else lr
     all_set = [] if a.same_settings else (a.all_labels_set or list(ALL_LABELS_SET))
-    all_overrides = dict(overrides, **_parse_overrides(all_set))
+    all_overrides = dict(overrides, **parse_overrides(all_set))
     plans = {
         "pretrained": dict(init=str(ckpt), labels=a.labels, **lr),
         "scratch-N": dict(init=str(scratch), labels=a.labels, **scratch_lr),

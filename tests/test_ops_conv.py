@@ -183,8 +183,8 @@ class NormNotDivided(WeightNorm):
 
 
 def _conv(cls, **kw):
-    from tinyw2v2.ops.conv import _padding
-    pads = _padding(kw.pop("padding", 0), 1, 1)
+    from tinyw2v2.ops.conv import padding_sides
+    pads = padding_sides(kw.pop("padding", 0), 1, 1)
     return lambda x, w: cls.apply(x, w, None, padding=pads, **kw)
 
 

@@ -27,7 +27,7 @@ import sys
 # options from a run's argument dataclass
 
 
-def _parse_overrides(pairs) -> dict:
+def parse_overrides(pairs) -> dict:
     """``--set key=value``: values read as Python literals (numbers, booleans, tuples), else strings."""
     out = {}
     for pair in pairs or []:
@@ -82,7 +82,7 @@ def dataclass_from_options(cls, options, **fixed):
         if v is None:
             continue
         if f.name == "overrides":
-            v = _parse_overrides(v)
+            v = parse_overrides(v)
         elif isinstance(f.default, tuple):
             v = tuple(v)
         values[f.name] = v

@@ -60,15 +60,18 @@ class Function:
             metrics (an accuracy, a count) computed on the way and not differentiated;
         ``backward(self, grad) -> gradient or tuple of gradients``: raw arrays, one per input (``None``
             where ``self.needs_input_grad[i]`` is False). Gradients may be broadcast: the engine reduces them.
-    Call through ``MyFunction.apply(*inputs, **params)``.
+    Call through ``MyFunction.apply(*inputs, **params)``. ``recording`` is True when a backward will follow (some
+    input needs a gradient): ``apply`` sets it, and a forward keeps what backward needs only then. To run forward
+    and backward by hand on arrays, set ``needs_input_grad`` and ``recording`` on an instance first.
     """
 
     needs_input_grad: tuple = ()
+    recording: bool = False
     inputs: tuple | None = None
     saved_tensors: tuple = ()
 
     def save_for_backward(self, *arrays) -> None:
-        if self._recording:
+        if self.recording:
             self.saved_tensors = arrays
 
     @classmethod
@@ -83,13 +86,13 @@ class Function:
         fn = cls()
         grad_enabled = is_grad_enabled()
         fn.needs_input_grad = tuple(grad_enabled and t is not None and t.requires_grad for t in tensors)
-        fn._recording = any(fn.needs_input_grad)
+        fn.recording = any(fn.needs_input_grad)
         out = fn.forward(*(None if t is None else t.data for t in tensors), **params)
         aux = ()
         if isinstance(out, tuple):  # (output, *metrics): the metrics are returned too, without gradient
             out, aux = out[0], tuple(Tensor(_array(a), _copy=False) for a in out[1:])
-        result = Tensor(_array(out), requires_grad=fn._recording, _copy=False)
-        if fn._recording:
+        result = Tensor(_array(out), requires_grad=fn.recording, _copy=False)
+        if fn.recording:
             fn.inputs = tensors
             result._ctx = fn
         return (result, *aux) if aux else result

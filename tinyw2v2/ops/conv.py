@@ -31,7 +31,7 @@ def _single(value, name) -> int:
     return value
 
 
-def _padding(padding, kernel_span: int, stride: int) -> tuple:
+def padding_sides(padding, kernel_span: int, stride: int) -> tuple:
     """(left, right) zero padding from an int, a 1-tuple, 'valid' or 'same' (stride 1 only, as in torch)."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -162,7 +162,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """
     stride, dilation, groups = _single(stride, "stride"), _single(dilation, "dilation"), _single(groups, "groups")
     K = weight.shape[-1]
-    pads = _padding(padding, dilation * (K - 1) + 1, stride)
+    pads = padding_sides(padding, dilation * (K - 1) + 1, stride)
     if input.ndim != 3 or weight.ndim != 3:
         raise ValueError(f"conv1d: input must be (B, C, T) and weight (O, C/groups, K), "
                          f"got {tuple(input.shape)} and {tuple(weight.shape)}")

@@ -165,7 +165,7 @@ class CTCLoss(Function):
         out, scale = reduce_losses(logp, target_lengths, reduction, zero_infinity, dtype)
         possible = logp > IMPOSSIBLE  # (N,)
 
-        if self._recording:
+        if self.recording:
             # beta: backwards over the frames, from the virtual end beta[Tn] of each sequence (4)
             end = xp.full((N, L), NEG, dtype=dtype)  # (N, L): beta[Tn], log 1 in the final blank Ln - 1
             end[n_idx, ext_len - 1] = 0
@@ -216,7 +216,7 @@ class CTCLoss(Function):
         """gamma (T, N, L) of one forward with every frame kept (as for a backward), 0 on padding frames t >= Tn
         and for impossible sequences. Arrays in and out: log_probs (T, N, C), targets (N, S), lengths (N,)."""
         fn = cls()
-        fn._recording = True  # keep alpha and beta at every frame
+        fn.recording = True  # keep alpha and beta at every frame
         fn.forward(log_probs, targets=targets, input_lengths=input_lengths, target_lengths=target_lengths,
                    blank=blank, reduction="none")
         gamma = fn.posteriors()  # (T, N, L)

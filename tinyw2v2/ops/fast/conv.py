@@ -138,7 +138,7 @@ class Conv1d(reference.Conv1d):
             y += bias.reshape(O, 1)  # in place: y is a fresh array; (O,) -> (O, 1)
 
         self.shape = (B, C, T, O, Cg, K, G, O // G, T_out, Tp, left, stride, dilation)
-        if self._recording:
+        if self.recording:
             needs = self.needs_input_grad
             self.xpad = xpad if needs[1] else None  # dW rebuilds the columns from it
             self.w = w if needs[0] else None        # dx needs the weight

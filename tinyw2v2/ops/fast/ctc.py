@@ -131,7 +131,7 @@ class CTCLoss(reference.CTCLoss):
         # of the time- and label-reversed problem, which is beta. The loop costs about the same for 2N rows as
         # for N. Without a gradient only log p is needed, from any one frame t: the two recursions meet in the
         # middle after T // 2 + 1 steps each.
-        K = T if self._recording else T // 2 + 1  # steps of each recursion; frame t = K - 1 has both
+        K = T if self.recording else T // 2 + 1  # steps of each recursion; frame t = K - 1 has both
         cls_rev = xp.full((N, P), C + 1, dtype=xp.int64)  # (N, P): labels reversed, padding cells first
         cls_rev[:, 2:] = cls[:, 2:][:, ::-1]
         lp_rows = xp.concatenate([lpx[:K], lpx[::-1][:K]], axis=1)  # (K, 2N, C+2): frames, then frames reversed
@@ -152,7 +152,7 @@ class CTCLoss(reference.CTCLoss):
         out, scale = reduce_losses(logp, target_lengths, reduction, zero_infinity, dtype)
         possible = logp > IMPOSSIBLE  # (N,)
 
-        if self._recording:
+        if self.recording:
             alpha = A[1:, :N]  # (T, N, L)
             beta = A[1:, N:][::-1, :, ::-1]  # (T, N, L), a view: beta[t, n, s] = alpha_rev[T-1-t, n, L-1-s]
             self.keep(alpha, beta, E, ext, frame, scale, logp, possible, C)
