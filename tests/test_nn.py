@@ -334,8 +334,7 @@ def test_layer_parameters_match_torch_names_and_shapes():
 
 
 def test_default_initialisation():
-    nn.manual_seed(0)
-    lin = nn.Linear(400, 300)
+    lin = nn.Linear(400, 300, rng=np.random.default_rng(0))
     bound = 1 / np.sqrt(400)
     for p in (lin.weight.data, lin.bias.data):
         assert p.dtype == np.float32 and np.abs(p).max() <= bound and np.abs(p).max() > 0.95 * bound

@@ -18,5 +18,5 @@
 ``module.py``: ``Module`` and ``Parameter`` (registration, names, state dicts, devices); ``layers.py``: the layers.
 """
 from ..io import CheckpointError, load_arrays, save_arrays  # noqa: F401
-from .layers import Conv1d, Dropout, GroupNorm, LayerNorm, Linear, ModuleList, default_generator, manual_seed  # noqa: F401
+from .layers import Conv1d, Dropout, GroupNorm, LayerNorm, Linear, ModuleList  # noqa: F401
 from .module import IncompatibleKeys, Module, Parameter  # noqa: F401

@@ -1,9 +1,9 @@
 """The layers the model is built from, named and shaped like ``torch.nn``'s: ``ModuleList``, ``Linear``,
 ``LayerNorm``, ``GroupNorm``, ``Conv1d``, ``Dropout``.
 
-Layers draw their default initialisation (torch's distributions) from a NumPy ``Generator`` passed as ``rng=`` or
-from this module's default generator (``tinyw2v2.nn.manual_seed(seed)`` resets it), on the host, then move it to
-``device=``; ``init=False`` leaves zeros for an owner that initialises the layer itself (``reset_parameters``).
+Layers draw their default initialisation (torch's distributions) from a NumPy ``Generator`` passed as ``rng=`` (or
+from a fresh, unseeded one), on the host, then move it to ``device=``; ``init=False`` leaves zeros for an owner
+that initialises the layer itself (``reset_parameters``).
 They compute with ``tinyw2v2.functional``.
 """
 from __future__ import annotations
@@ -16,20 +16,7 @@ from .. import backend
 from .. import functional as F
 from .module import Module, Parameter
 
-__all__ = ["ModuleList", "Linear", "LayerNorm", "GroupNorm", "Conv1d", "Dropout", "manual_seed", "default_generator"]
-
-_rng = np.random.default_rng(0)
-
-
-def manual_seed(seed) -> np.random.Generator:
-    """Reset the default host generator the layers draw their initial weights from; returns it."""
-    global _rng
-    _rng = np.random.default_rng(seed)
-    return _rng
-
-
-def default_generator() -> np.random.Generator:
-    return _rng
+__all__ = ["ModuleList", "Linear", "LayerNorm", "GroupNorm", "Conv1d", "Dropout"]
 
 
 def _fill(param, values) -> None:
@@ -41,8 +28,8 @@ def _fill(param, values) -> None:
 
 
 def _uniform(rng, bound: float, shape) -> np.ndarray:
-    """U(-bound, bound) of ``shape`` drawn from ``rng`` (or the module default), float64 on the host."""
-    return (rng if rng is not None else _rng).uniform(-bound, bound, size=shape)
+    """U(-bound, bound) of ``shape`` drawn from ``rng`` (None: a fresh, unseeded generator), float64 on the host."""
+    return (rng if rng is not None else np.random.default_rng()).uniform(-bound, bound, size=shape)
 
 
 class ModuleList(Module):
@@ -108,7 +95,7 @@ class Linear(Module):
             self.reset_parameters(rng)
 
     def reset_parameters(self, rng=None) -> None:
-        """W, b ~ U(-1/sqrt(in_features), 1/sqrt(in_features)), drawn from ``rng`` (or the module default)."""
+        """W, b ~ U(-1/sqrt(in_features), 1/sqrt(in_features)), drawn from ``rng`` (or an unseeded one)."""
         bound = 1.0 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
         _fill(self.weight, _uniform(rng, bound, self.weight.shape))
         if self.bias is not None:
@@ -210,7 +197,7 @@ class Conv1d(Module):
             self.reset_parameters(rng)
 
     def reset_parameters(self, rng=None) -> None:
-        """W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in/groups * K, drawn from ``rng`` (or the default)."""
+        """W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = C_in/groups * K, from ``rng`` (or an unseeded one)."""
         fan_in = self.in_channels // self.groups * self.kernel_size
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         _fill(self.weight, _uniform(rng, bound, self.weight.shape))

@@ -235,9 +235,6 @@ class Module:
     def cpu(self) -> "Module":
         return self.to("cpu")
 
-    def cuda(self) -> "Module":
-        return self.to("cuda")
-
     def float(self) -> "Module":
         return self.to(dtype=np.float32)
 
