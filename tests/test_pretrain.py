@@ -204,6 +204,12 @@ def test_a_time_budget_ends_the_run_and_the_schedules_with_it(corpus, tmp_path):
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--data", "/nonexistent/audio"], "/nonexistent/audio"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--batch-seconds", "-1"], "--batch-seconds must be positive, got -1"),
+    (["--crop-seconds", "0"], "--crop-seconds must be positive"),
+    (["--eval-batch-seconds", "-2"], "--eval-batch-seconds must be positive"),
+    (["--log-every", "0"], "--log-every must be positive"),
+    (["--eval-every", "-5"], "--eval-every must be positive"),
+    (["--checkpoint-every", "0"], "--checkpoint-every must be positive"),
 ])
 def test_bad_pretrain_options_end_in_one_clear_line(corpus, tmp_path, capsys, argv, message):
     base = ["pretrain", "--data", str(corpus / "train"), "--eval-data", str(corpus / "test"), "--out",
@@ -212,6 +218,22 @@ def test_bad_pretrain_options_end_in_one_clear_line(corpus, tmp_path, capsys, ar
     assert main(base + argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["finetune", "--init", "/nonexistent/run"], "--init /nonexistent/run"),
+    (["finetune", "--batch-seconds", "0"], "--batch-seconds must be positive"),
+    (["finetune", "--log-every", "-1"], "--log-every must be positive"),
+    (["finetune", "--eval-every", "-1"], "--eval-every must be positive, or 0"),
+    (["check", "--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_options_of_other_commands_end_in_one_clear_line_before_any_work(tmp_path, capsys, argv, message):
+    """Checked first: nothing is generated (the synthetic corpus), trained or printed (the check's table)."""
+    extra = ["--corpus-dir", str(tmp_path / "corpus"), "--out", str(tmp_path / "run")] if argv[0] == "finetune" else []
+    assert main(argv + extra) == 2
+    out, err = capsys.readouterr()
+    assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert out == "" and not (tmp_path / "corpus").exists() and not (tmp_path / "run").exists()
 
 
 def test_cuda_without_a_gpu_is_one_clear_line(corpus, tmp_path, capsys):

@@ -143,6 +143,14 @@ def normalize_device(device) -> str:
     raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'emulated'")
 
 
+def check_device(device) -> str:
+    """``device`` normalised ('cuda' -> 'cuda:0') if this machine can use it; else a DeviceError that says why."""
+    device = normalize_device(device)
+    if device.startswith("cuda:") and not cuda_available():
+        raise _no_gpu(device)
+    return device
+
+
 def to_device(a, device):
     """Explicit copy of an array (or anything ``np.asarray`` takes) to ``device``."""
     device = normalize_device(device)

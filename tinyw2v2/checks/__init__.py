@@ -80,6 +80,7 @@ def run_all(device="cpu", families=None, stream=None) -> bool:
     import sys
 
     stream = stream or sys.stdout
+    backend.check_device(device)                   # an unknown or unusable device fails before the table starts
     cases = all_cases(families)
     width = max(len(c.op) for c in cases)
     swidth = min(48, max(len(c.shapes) for c in cases))

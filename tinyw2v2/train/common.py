@@ -42,6 +42,17 @@ class TrainingError(RuntimeError):
     """A run that cannot go on (NaN loss, bad data, mismatched checkpoint); the message says what to do."""
 
 
+def check_sizes(args, positive: tuple) -> None:
+    """A size a run cannot take, as one clear TrainingError: ``--steps`` below 1, or one of ``positive`` (names of
+    fields of ``args``, None meaning not set) zero or negative."""
+    if args.steps is not None and args.steps < 1:
+        raise TrainingError(f"--steps must be at least 1, got {args.steps}")
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise TrainingError(f"--{name.replace('_', '-')} must be positive, got {value:g}")
+
+
 def value_of(v) -> float:
     """A Python float from a number or a 0-d array on any device (a sync point for a GPU array)."""
     return v.item() if hasattr(v, "item") else float(v)

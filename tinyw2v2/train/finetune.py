@@ -47,8 +47,8 @@ from ..models.wav2vec2 import Wav2Vec2Config
 from ..models.wav2vec2.ctc import VocabularyMismatchError, Wav2Vec2ForCTC, vocabulary_mismatch
 from ..text import EncodeStats, Vocabulary, ctc_min_frames, pad_labels
 from ..io import read_checkpoint, save_checkpoint
-from .common import (SAMPLE_RATE, RunArgs, TrainingError, append_metrics, arg, guarded_update, progress_bar,
-                     read_metrics, start_or_resume)
+from .common import (SAMPLE_RATE, RunArgs, TrainingError, append_metrics, arg, check_sizes, guarded_update,
+                     progress_bar, read_metrics, start_or_resume)
 from .corpus import CorpusArgs, prepare_corpus
 from .distributed import DataParallel, DataParallelArgs, data_parallel
 from .evaluate import evaluate_utterances, load_labelled_utterances, uses_attention_mask, worst_examples
@@ -207,18 +207,24 @@ class LabelledBatches:
 # model
 
 
-def _resolve_init(init):
-    """("pretraining" | "finetuning" | "transformers", path) for --init."""
+def init_source(init) -> Path:
+    """The checkpoint.npz or the transformers directory that ``--init`` names; TrainingError if it names neither."""
     p = Path(init)
     if p.is_dir() and (p / "checkpoint.npz").is_file():
         p = p / "checkpoint.npz"
-    if p.is_file() and p.suffix == ".npz":
-        state, _, meta = read_checkpoint(p)
-        return ("finetuning" if "lm_head.weight" in state else "pretraining"), p
-    if p.is_dir() and (p / "config.json").is_file():
-        return "transformers", p
+    if (p.is_file() and p.suffix == ".npz") or (p.is_dir() and (p / "config.json").is_file()):
+        return p
     raise TrainingError(f"--init {init}: expected a pretraining/fine-tuning run directory or checkpoint.npz, or a "
                         "transformers directory (config.json + model.safetensors)")
+
+
+def _resolve_init(init):
+    """("pretraining" | "finetuning" | "transformers", path) for --init."""
+    p = init_source(init)
+    if p.suffix == ".npz" and p.is_file():
+        state, _, meta = read_checkpoint(p)
+        return ("finetuning" if "lm_head.weight" in state else "pretraining"), p
+    return "transformers", p
 
 
 def finetune_overrides(args: FinetuneArgs) -> dict:
@@ -288,17 +294,17 @@ def finetune(args: FinetuneArgs) -> dict:
 
 
 def _finetune(args: FinetuneArgs, parallel: DataParallel) -> dict:
+    if args.steps is None and not args.minutes:
+        raise TrainingError("give --steps or --minutes (or both: the run ends with whichever comes first)")
+    check_sizes(args, ("minutes", "lr", "batch_seconds", "log_every", "checkpoint_every"))
+    if args.eval_every < 0:
+        raise TrainingError(f"--eval-every must be positive, or 0 to evaluate by --eval-every-seconds only, got "
+                            f"{args.eval_every}")
+    if args.init is not None:
+        init_source(args.init)                                # a wrong --init fails before any data is made
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / "checkpoint.npz", out_dir / "metrics.jsonl"
-    if args.steps is None and not args.minutes:
-        raise TrainingError("give --steps or --minutes (or both: the run ends with whichever comes first)")
-    if args.steps is not None and args.steps < 1:
-        raise TrainingError(f"--steps must be at least 1, got {args.steps}")
-    if args.minutes is not None and args.minutes <= 0:
-        raise TrainingError(f"--minutes must be positive, got {args.minutes:g}")
-    if args.lr <= 0:
-        raise TrainingError(f"--lr must be positive, got {args.lr:g}")
     last_step = args.steps if args.steps is not None else 10 ** 12   # a time budget alone ends the run
     main = parallel.main                                      # rank 0 (the only one in a run of one process)
     train_path, eval_path = _paths(args, parallel)

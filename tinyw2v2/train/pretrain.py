@@ -31,7 +31,7 @@ from .corpus import CorpusArgs, prepare_corpus
 from .distributed import DataParallel, DataParallelArgs, data_parallel
 from .plots import plot_pretraining
 from .common import (SAMPLE_RATE, RunArgs, TrainingError, append_metrics, arg, as_float64, blas_threads,
-                     guarded_update, progress_bar, read_metrics, start_or_resume, value_of)
+                     check_sizes, guarded_update, progress_bar, read_metrics, start_or_resume, value_of)
 
 @dataclass
 class PretrainArgs(RunArgs, CorpusArgs, DataParallelArgs):
@@ -299,12 +299,8 @@ def update_means(sums: np.ndarray, num_negatives: int) -> dict:
 
 
 def _pretrain(args: PretrainArgs, parallel: DataParallel) -> dict:
-    if args.steps is not None and args.steps < 1:
-        raise TrainingError(f"--steps must be at least 1, got {args.steps}")
-    if args.minutes is not None and args.minutes <= 0:
-        raise TrainingError(f"--minutes must be positive, got {args.minutes:g}")
-    if args.lr <= 0:
-        raise TrainingError(f"--lr must be positive, got {args.lr:g}")
+    check_sizes(args, ("minutes", "lr", "batch_seconds", "crop_seconds", "eval_batch_seconds", "log_every",
+                       "eval_every", "checkpoint_every"))
     schedule = RunSchedule(args)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
