@@ -81,6 +81,25 @@ def test_tuned_ops_take_empty_inputs(device):
 
 
 @pytest.mark.parametrize("device", ["cpu", "emulated"])
+@pytest.mark.parametrize("reference", [True, False], ids=["reference", "tuned"])
+@pytest.mark.parametrize("layout", ["folded", "batch_major"])
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 0)])
+def test_conv1d_takes_an_empty_batch(device, reference, layout, stride, padding):
+    """A batch of 0 gives a (0, O, T') output, a (0, C, T) dx and zero weight and bias gradients."""
+    import tinyw2v2.functional as F
+
+    x = tw.tensor(np.zeros((0, 4, 9), np.float32), device=device, requires_grad=True)
+    w = tw.tensor(np.ones((6, 2, 3), np.float32), device=device, requires_grad=True)
+    b = tw.tensor(np.ones(6, np.float32), device=device, requires_grad=True)
+    with tw.reference_ops(reference), fast.tuning(conv_layout=layout):
+        y = F.conv1d(x, w, b, stride=stride, padding=padding, groups=2)
+        y.backward(tw.tensor(np.zeros(y.shape, np.float32), device=device).data)
+    assert y.shape == (0, 6, (9 + 2 * padding - 3) // stride + 1) and x.grad.shape == (0, 4, 9)
+    for grad, shape in ((w.grad, (6, 2, 3)), (b.grad, (6,))):
+        np.testing.assert_array_equal(tw.backend.to_numpy(grad), np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("device", ["cpu", "emulated"])
 def test_tuned_duplicate_test_equals_the_reference(device):
     """The contrastive loss's neg_is_pos: the tuned host version compares in full only where the first feature
     matches; it must agree with the reference's full comparison, near misses included."""

@@ -145,7 +145,7 @@ class Conv1d(Function):
         """
         B, C, T, K, left, right, stride, dilation = self.sizes
         xp = get_array_module(dcols)
-        T_out = dcols.shape[2] // B
+        T_out = conv_output_length(left + T + right, K, stride, dilation=dilation)  # T' (B may be 0)
         dcols = dcols.reshape(C, K, B, T_out).transpose(1, 2, 0, 3)  # (G, Cg*K, B*T') -> (K, B, C, T'), a view
         dxpad = xp.zeros((B, C, left + T + right), dtype=dcols.dtype)  # (B, C, Tp)
         for k in range(K):

@@ -56,7 +56,7 @@ def _im2col(xpad, k0, k1, G, stride, dilation, T_out, buf):
         windows = windows[..., ::dilation]  # (B, C, T', kc), still a view
     cols = buf[:C * (k1 - k0) * B * T_out].reshape(C, k1 - k0, B, T_out)  # (C, kc, B, T') == (G, Cg*kc, B*T')
     cols[...] = windows.transpose(1, 3, 0, 2)  # (B, C, T', kc) -> (C, kc, B, T'): the im2col copy
-    return cols.reshape(G, -1, B * T_out)  # (G, Cg*kc, B*T'), a view
+    return cols.reshape(G, C // G * (k1 - k0), B * T_out)  # (G, Cg*kc, B*T'), a view (sizes named: B may be 0)
 
 
 def _taps(w, G, k0, k1):
@@ -88,7 +88,7 @@ def _conv(xpad, w, G, stride, dilation, T_out):
                 out = y = xp.empty((B, O, T_out), dtype=xpad.dtype)  # (B, O, T')
             else:
                 out = tmp = xp.empty((B, O, T_out), dtype=xpad.dtype) if tmp is None else tmp
-            xp.matmul(Wc, cols.reshape(G, -1, B, T_out).transpose(2, 0, 1, 3),  # (G,Og,CgKc) @ (B,G,CgKc,T')
+            xp.matmul(Wc, cols.reshape(G, Wc.shape[2], B, T_out).transpose(2, 0, 1, 3),  # (G,Og,CgKc) @ (B,G,CgKc,T')
                       out=out.reshape(B, G, Og, T_out))  # -> (B, G, Og, T'), a view of out
             if out is tmp:
                 y += tmp  # the next chunk of taps
