@@ -253,6 +253,20 @@ def test_a_missing_soundfile_is_its_own_clear_error_not_a_bad_file(tmp_path, mon
         audio_info(tmp_path / "missing.wav")
 
 
+def test_the_command_line_says_soundfile_is_missing_in_one_line(tmp_path, monkeypatch, capsys):
+    from tinyw2v2.cli import main
+
+    t = np.arange(SR) / SR
+    (tmp_path / "audio").mkdir()
+    for i in range(3):
+        sf.write(tmp_path / "audio" / f"u{i}.wav", 0.3 * np.sin(2 * np.pi * 200 * t), SR)
+    monkeypatch.setitem(sys.modules, "soundfile", None)
+    code = main(["pretrain", "--data", str(tmp_path / "audio"), "--steps", "1", "--no-progress",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install soundfile" in err and "Traceback" not in err
+
+
 # ---------------------------------------------------------------- batching
 
 def test_make_batches_and_collate():

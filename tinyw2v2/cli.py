@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 def user_errors() -> tuple:
     """The library's own error types: a user's mistake, reported in one line."""
     from .backend import DeviceError
-    from .data import AudioError, DatasetError
+    from .data import AudioError, DatasetError, SoundfileMissingError
     from .io import CheckpointError
     from .models.wav2vec2.config import ConfigError
     from .models.wav2vec2.ctc import VocabularyMismatchError
@@ -272,7 +272,7 @@ def user_errors() -> tuple:
     from .train.evaluate import EvaluationError
 
     return (TrainingError, EvaluationError, ConfigError, DeviceError, AudioError, DatasetError, CheckpointError,
-            VocabularyError, VocabularyMismatchError, FileNotFoundError, argparse.ArgumentTypeError)
+            SoundfileMissingError, VocabularyError, VocabularyMismatchError, FileNotFoundError, argparse.ArgumentTypeError)
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,7 @@
     generate_corpus("corpus", num_speakers=10, utterances_per_speaker=50, seed=0)
     ds = AudioDataset.from_path("corpus/train")
 """
-from .audio import AudioError, audio_info, load_audio, normalize_audio, resample, to_mono  # noqa: F401
+from .audio import AudioError, SoundfileMissingError, audio_info, load_audio, normalize_audio, resample, to_mono  # noqa: F401
 from .datasets import (  # noqa: F401
     AudioDataset, AudioItem, DatasetError, collate, collate_phones, make_batches, random_crop,
     read_manifest, scan_folder, scan_librispeech, write_manifest,
