@@ -95,14 +95,19 @@ show_utterance("test", "120-1200-0000")
 # ## 3. The model
 #
 # The `tiny` preset is wav2vec 2.0 BASE's architecture at toy width (about 1M parameters instead of 95M). One
-# batch of the pretraining job, 8 crops of 1 s, through the model, with the shape of every tensor
-# ([`docs/model.md`](../docs/model.md) has the same picture for BASE):
+# batch of 8 crops of 1 s through the model, with the shape of every tensor:
 
 # %%
 from tinyw2v2.models.wav2vec2 import Wav2Vec2Config
 from tinyw2v2.models.wav2vec2.diagram import draw_model
 
 display(draw_model(Wav2Vec2Config.tiny(), batch=8, seconds=1.0))
+
+# %% [markdown]
+# The same picture for BASE, the paper's model (95M parameters), on the same batch: the same boxes, wider.
+
+# %%
+display(draw_model(Wav2Vec2Config.base(), batch=8, seconds=1.0))
 
 # %% [markdown]
 # The CNN turns every 20 ms of audio into a vector z; the Transformer reads them with some spans replaced by a

@@ -8,13 +8,16 @@
 # 2. z = feature encoder(x), then the features projected to the Transformer's width;
 # 3. c = context network(z with the masked frames replaced by the mask embedding);
 # 4. q = quantiser(z): one codeword per group for every frame;
-# 5. the cosine logits with temperature κ, L_m, L_d, and L = L_m + α L_d;
+# 5. the cosine logits with temperature κ, L_m, L_d, and L = L_m + α L_d + β · (feature penalty);
 # 6. backward, gradient clipping, the AdamW update, the learning-rate and temperature schedules.
 #
-# Then the same step in a loop for a few hundred updates, with its curve leaving ln(K+1). The library's loop is
-# `_pretrain` in [`tinyw2v2/train/pretrain.py`](../tinyw2v2/train/pretrain.py): the same lines, plus logging,
-# evaluation and checkpoints. Derivations: [`docs/model.md`](../docs/model.md),
-# [`docs/contrastive.md`](../docs/contrastive.md), [`docs/training.md`](../docs/training.md).
+# Then the same step in a loop for a few hundred updates, with its curve leaving ln(K+1). The library runs the
+# same lines in [`tinyw2v2/train/pretrain.py`](../tinyw2v2/train/pretrain.py): `BatchSampler` (the batch),
+# `model.sample_targets` (mask and negatives), `forward_backward` (the forward, L / N, backward), `RunSchedule`
+# (learning rate and temperature), and `guarded_update` in [`tinyw2v2/train/common.py`](../tinyw2v2/train/common.py)
+# (clipping, the NaN guard, the AdamW step); `_pretrain` adds logging, evaluation and checkpoints around them.
+# Derivations: [`docs/model.md`](../docs/model.md), [`docs/contrastive.md`](../docs/contrastive.md),
+# [`docs/training.md`](../docs/training.md).
 
 # %%
 import math
@@ -37,13 +40,15 @@ device = "cpu"  # or "cuda"
 #
 # The tiny preset with its short-run recipe (the defaults of `PretrainArgs`), the built-in synthetic corpus, and
 # `BatchSampler`: for step s, a random window of length-sorted utterances, each cropped at a random offset to the
-# window's shortest (at most 1 s), 24 crops per batch. Every draw of step s comes from (seed, s).
+# window's shortest (at most `crop_seconds`), `batch_seconds / crop_seconds` crops per batch. Every draw of step s
+# comes from (seed, s).
 
 # %%
 args = PretrainArgs(corpus_dir="../data/synthetic", steps=300)
 config = Wav2Vec2Config.tiny()
 waves, _ = load_waveforms(prepare_corpus(args) / "train", config.min_samples_to_mask(), strict=False, normalize=False)
-sampler = BatchSampler(waves, batch_size=24, crop=16000, seed=0)
+crops = round(args.batch_seconds / args.crop_seconds)            # crops per batch
+sampler = BatchSampler(waves, batch_size=crops, crop=int(args.crop_seconds * 16000), seed=args.seed)
 model = Wav2Vec2ForPreTraining(config, seed=0).to(device).train()
 opt = optim.AdamW(model.parameters(), lr=args.lr, betas=args.betas, eps=args.adam_eps, weight_decay=args.weight_decay)
 schedule = RunSchedule(args)                     # lr and Gumbel temperature as functions of the run's progress
@@ -54,15 +59,17 @@ print(f"{len(waves)} training utterances; {model.num_parameters():,} parameters;
 # ## 1. A batch, a mask and the negatives
 #
 # Masks and negatives are small integer arrays drawn on the host (as transformers' data collator and fairseq do);
-# `sample_pretraining_targets` is the one function the training loop calls for them.
+# `sample_pretraining_targets` is the one function that draws them (`model.sample_targets` calls it with the
+# model's host generator). `model.manual_seed((seed, s, 1))` puts every generator of the model (host: masks and
+# negatives; device: LayerDrop, dropout, Gumbel noise) at the state of step s: that is what makes `--resume` exact.
 
 # %%
 step = 0
 x = sampler(step)                                                 # (B, L) float32 crops
 B, L = x.shape
 T = model.num_frames(L)                                           # frames after the CNN: floor((L - 400) / 320) + 1
-rng = np.random.default_rng([0, step, 1])
-mask, negatives = sample_pretraining_targets(config, (B, T), rng)  # (B, T) bool, (B, T, K) ints into B*T frames
+model.manual_seed([args.seed, step, 1])                          # every draw of step s from (seed, s, 1)
+mask, negatives = sample_pretraining_targets(config, (B, T), model.generators.host)  # (B, T) bool, (B, T, K) ints
 N = int(mask.sum())
 print(f"x {x.shape}, T = {T} frames, {N} masked ({N / (B * T):.0%}), negatives {negatives.shape}")
 
@@ -76,7 +83,6 @@ print(f"x {x.shape}, T = {T} frames, {N} masked ({N / (B * T):.0%}), negatives {
 
 # %%
 w2v = model.wav2vec2
-model.manual_seed([0, step, 1])                                   # dropout / Gumbel noise of this step
 xt = tw.tensor(x, device=device)
 z = w2v.feature_extractor(xt)                                     # (B, C, T) latent speech representations
 hidden, features = w2v.feature_projection(z.swapaxes(1, 2))       # (B, T, D) projected, (B, T, C) LayerNormed
@@ -90,13 +96,16 @@ print(f"z {z.shape}, c {c.shape}, q {q.shape}, context {context.shape}; codes of
       f"{backend.to_numpy(quantized.indices)[0, 0]}")
 
 # %% [markdown]
-# ## 5. The loss: L = L_m + α L_d
+# ## 5. The loss: L = L_m + α L_d + β · penalty
 #
 # For every masked frame t: the cosine similarity of its prediction with its own target q_t and with its K
 # negatives (targets of other masked frames of the same utterance), divided by κ = 0.1, are the logits of a
 # (K+1)-way classification whose answer is always 0 (equation 3). A negative that *is* the positive (the same
 # codewords) is left out with logit −∞. L_d = (G·V − perplexity)/(G·V), per masked frame, rewards using the whole
-# codebook (equation 4); the model sums both over the N masked frames.
+# codebook (equation 4); the model sums both over the N masked frames. fairseq adds a third term, not in the paper:
+# β times the mean of z², an L2 penalty on the CNN's output that keeps its scale in check (β = 10 in BASE); the
+# tiny preset's short-run recipe sets β = 0 (it holds a short run on the plateau, docs/results.md), so here it
+# adds nothing, but it is the same line.
 
 # %%
 frames = np.flatnonzero(mask)                                     # (N,) flat indices b*T + t
@@ -111,16 +120,22 @@ logits = F.contrastive_logits(pred, pos, negs, config.contrastive_logits_tempera
 L_m = -F.log_softmax(logits.swapaxes(0, 1), axis=-1)[:, 0].sum()  # cross-entropy, target 0, summed over frames
 GV = config.num_codevectors
 L_d = (GV - quantized.perplexity) * (N / GV)
+penalty = w2v.feature_extractor.penalty(z)                        # mean(z²), a 0-d Tensor
 loss = L_m + config.diversity_loss_weight * L_d
+if config.feature_penalty_weight > 0:                             # β · mean(z²) · N: summed over frames like L_m
+    loss = loss + penalty * (config.feature_penalty_weight * N)
+print(f"β = {config.feature_penalty_weight}, mean(z²) = {float(penalty):.4f}")
 print(f"L_m / N = {float(L_m) / N:.4f}  (ln(K+1) = {math.log(config.num_negatives + 1):.4f}: all candidates alike)")
 print(f"L_d / N = {float(L_d) / N:.4f},  L / N = {float(loss) / N:.4f}")
 
 # %% [markdown]
 # The same step through the model's own forward, with the same mask, negatives and random draws, gives the same
-# loss: that forward is these lines.
+# loss: that forward is these lines. (Reseeding and redrawing the targets puts the generators back where the lines
+# above found them.)
 
 # %%
-model.manual_seed([0, step, 1])
+model.manual_seed([args.seed, step, 1])
+model.sample_targets(B, T)
 out = model(x, mask_time_indices=mask, sampled_negative_indices=negatives)
 print(f"model forward: L / N = {float(out.loss) / out.num_masked:.4f}, accuracy {float(out.accuracy):.3f}")
 assert abs(float(out.loss) - float(loss)) <= 1e-4 * abs(float(loss))
@@ -148,14 +163,14 @@ print(f"step {step}: lr {lr:.2e} (the first update of a warm-up runs at 0), temp
 # %% [markdown]
 # ## The loop
 #
-# The same six lines, 300 times. The loss starts at about ln(K+1) — every candidate looks alike to an untrained
+# The same lines, step after step, as `tinyw2v2 pretrain` runs them. The loss starts at about ln(K+1) — every candidate looks alike to an untrained
 # model — and has to leave it; the accuracy starts at chance, 1/(K+1).
 
 # %%
 losses, accuracies, t0 = [], [], time.perf_counter()
 for step in range(1, args.steps):
     x = sampler(step)
-    model.manual_seed([0, step, 1])
+    model.manual_seed([args.seed, step, 1])
     mask, negatives = model.sample_targets(x.shape[0], model.num_frames(x.shape[1]))
     model.set_gumbel_temperature(schedule.temperature(step, 0.0))
     opt.set_lr(schedule.lr(step, 0.0))
