@@ -4,6 +4,7 @@ The plotters build a matplotlib ``Figure`` directly (no pyplot): saving a file n
 touches the figures of a notebook that calls them."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from .common import read_metrics
@@ -31,18 +32,40 @@ def _save(fig, path) -> list:
     return [path]
 
 
-def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> list:
+WHERE_TO_LOOK = """Where to look first
+- masked-frame accuracy: the held-out
+  curve starts at chance, 1/(K+1), and
+  should leave it and keep rising (the
+  model tells each masked frame's true
+  target from K distractors);
+- loss: starts at ln(K+1), where every
+  candidate looks alike, and should fall;
+- codebook usage: should stay well above
+  the G·V/4 line (no collapse).
+A run that stays on both dashed lines
+is on the initial plateau
+(docs/results.md, "Leaving the plateau")."""
+
+
+def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None, num_negatives: int | None = None) -> list:
     """Seven panels: loss and its parts; masked-frame accuracy (training batch and held-out eval mode);
     code and probability perplexity; negatives identical to their positive; Gumbel temperature; learning rate;
-    gradient norm. Training figures are means over each logging interval."""
+    gradient norm; and an eighth that says where to look. Training figures are means over each logging interval.
+    With ``num_negatives`` K, the loss and accuracy panels mark where every run starts: ln(K+1) and 1/(K+1)."""
     records, out_dir, fig, axes = _figure(log_path, out_dir, (20, 8), 2, 4)
     ax = axes[0, 0]
     for key in ("loss", "contrastive_loss", "diversity_loss", "eval_loss"):
         ax.plot(*series(records, key), label=key, marker="o" if key == "eval_loss" else None, ms=3)
+    if num_negatives:
+        ax.axhline(math.log(num_negatives + 1), color="gray", ls="--", lw=1,
+                   label=f"ln(K+1) = {math.log(num_negatives + 1):.2f}: all candidates alike")
     ax.set_title("loss per masked frame"), ax.legend()
     ax = axes[0, 1]
     ax.plot(*series(records, "accuracy"), label="training (Gumbel noise, interval mean)")
     ax.plot(*series(records, "eval_accuracy"), marker="o", ms=3, label="held-out speakers, eval mode")
+    if num_negatives:
+        ax.axhline(1 / (num_negatives + 1), color="gray", ls="--", lw=1,
+                   label=f"chance 1/(K+1) = {1 / (num_negatives + 1):.3f}")
     ax.set_ylim(0, 1), ax.set_title("masked-frame accuracy"), ax.legend()
     ax = axes[0, 2]
     ax.plot(*series(records, "code_perplexity"), label="code perplexity")
@@ -65,6 +88,8 @@ def plot_pretraining(log_path, out_dir, num_codevectors: int | None = None) -> l
         ax.plot(*series(records, key))
         ax.set_title(title)
     axes[1, 3].axis("off")
+    axes[1, 3].text(0.02, 0.98, WHERE_TO_LOOK, va="top", ha="left", fontsize=10, wrap=True,
+                    transform=axes[1, 3].transAxes)
     for ax in axes.flat[:7]:
         ax.set_xlabel("step"), ax.grid(alpha=0.3)
     return _save(fig, out_dir / "pretraining.png")

@@ -418,7 +418,8 @@ def _pretrain(args: PretrainArgs, parallel: DataParallel) -> dict:
         return {"metrics": last, "rank": parallel.rank}
     if not last and step > 0:   # resumed at the end of a finished run
         last = read_metrics(log_path)[-1]
-    plots = plot_pretraining(log_path, out_dir / "plots", num_codevectors=config.num_codevectors)
+    plots = plot_pretraining(log_path, out_dir / "plots", num_codevectors=config.num_codevectors,
+                             num_negatives=config.num_negatives)
     return {"metrics": last, "initial": read_metrics(log_path)[0], "plots": [str(p) for p in plots],
             "checkpoint": str(ckpt_path), "train_seconds": train_seconds, "eval_utterances": eval_set.utterances,
             "num_negatives": config.num_negatives, "rank": parallel.rank}
