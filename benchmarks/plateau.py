@@ -105,9 +105,16 @@ ROWS = [
     Row("E", "combination", "D with peak lr 3e-3",
         _set(feature_penalty_weight=0.0, **NO_DROPOUT, feature_grad_mult=1.0) + ["--lr", "3e-3", "--crop-seconds", "1"],
         seeds=(0, 1)),
-    Row("F", "combination", "D with 12 s per batch (12 crops of 1 s): half the work per step",
+    Row("F", "combination", "D with 12 s per batch (12 crops of 1 s): half the work per step (today's defaults)",
         _set(feature_penalty_weight=0.0, **NO_DROPOUT, feature_grad_mult=1.0)
-        + ["--lr", "2e-3", "--crop-seconds", "1", "--batch-seconds", "12"]),
+        + ["--lr", "2e-3", "--crop-seconds", "1", "--batch-seconds", "12"], seeds=(0, 1)),
+    # today's defaults (row F) and neighbours at the length of the README's main job
+    Row("new", "main job", "today's defaults", [], base="new"),
+    Row("new_lr_3e-3", "main job", "peak lr 3e-3", ["--lr", "3e-3"], base="new"),
+    Row("new_batch_12s", "main job", "12 s of audio per batch (12 crops of 1 s)", ["--batch-seconds", "12"], base="new"),
+    Row("new_batch_12s_lr_3e-3", "main job", "12 s per batch, peak lr 3e-3", ["--batch-seconds", "12", "--lr", "3e-3"],
+        base="new"),
+    Row("new_batch_16s", "main job", "16 s of audio per batch", ["--batch-seconds", "16"], base="new"),
 ]
 BY_NAME = {r.name: r for r in ROWS}
 

@@ -267,7 +267,7 @@ def test_export_writes_a_transformers_directory(corpus, tmp_path, capsys):
 
 
 def test_the_defaults_are_row_d_of_the_plateau_study():
-    """docs/results.md ("Leaving the plateau"): the tiny preset's short-run recipe is the study's row D."""
+    """docs/results.md ("Leaving the plateau"): the tiny preset's short-run recipe is the study's row F."""
     import sys
     from pathlib import Path
 
@@ -277,7 +277,7 @@ def test_the_defaults_are_row_d_of_the_plateau_study():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import plateau
 
-    cmd = plateau.BY_NAME["D"].command(0, 1000, 50, 1, Path("runs/x"))
+    cmd = plateau.BY_NAME["F"].command(0, 1000, 50, 1, Path("runs/x"))
     d = dataclass_from_options(PretrainArgs, build_parser().parse_args(cmd[1:]))
     default = PretrainArgs()
     assert build_config(d).to_dict() == build_config(default).to_dict()

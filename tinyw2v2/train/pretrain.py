@@ -42,10 +42,10 @@ class PretrainArgs(RunArgs, CorpusArgs, DataParallelArgs):
     eval_data: str | None = arg(None, "held-out audio (default: the synthetic corpus's unseen speakers, or the last "
                                       "10% of --data)")
     preset: str = arg("tiny", "model size: tiny | base | large")
-    steps: int | None = arg(600, "training steps (with --minutes: whichever ends first)")
+    steps: int | None = arg(900, "training steps (with --minutes: whichever ends first)")
     minutes: float | None = arg(None, "training-time budget in minutes (evaluation not counted); the learning-rate "
                                       "and temperature schedules span it")
-    batch_seconds: float = arg(24.0, "audio per batch (per rank and micro-batch), before cropping each batch to its "
+    batch_seconds: float = arg(12.0, "audio per batch (per rank and micro-batch), before cropping each batch to its "
                                      "shortest utterance")
     crop_seconds: float = arg(1.0, "longest crop, in seconds")
     lr: float = arg(2e-3, "peak learning rate")
