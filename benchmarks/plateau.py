@@ -51,9 +51,11 @@ class Row:
     args: list
     base: str = "old"            # "old" | "new"
     seeds: tuple = (0,)
+    steps: int | None = None     # the row's own run length (the main-job rows); None: --steps
 
     def command(self, seed: int, steps: int, eval_every: int, threads: int, out: Path) -> list:
         recipe = OLD if self.base == "old" else NEW
+        steps = self.steps or steps
         return ["tinyw2v2", "pretrain", *recipe, *self.args, "--steps", str(steps), "--seed", str(seed),
                 "--eval-every", str(eval_every), "--log-every", str(eval_every), "--checkpoint-every", str(steps),
                 "--threads", str(threads), "--no-progress", "--out", str(out)]
@@ -108,13 +110,33 @@ ROWS = [
     Row("F", "combination", "D with 12 s per batch (12 crops of 1 s): half the work per step (today's defaults)",
         _set(feature_penalty_weight=0.0, **NO_DROPOUT, feature_grad_mult=1.0)
         + ["--lr", "2e-3", "--crop-seconds", "1", "--batch-seconds", "12"], seeds=(0, 1)),
-    # today's defaults (row F) and neighbours at the length of the README's main job
-    Row("new", "main job", "today's defaults", [], base="new"),
-    Row("new_lr_3e-3", "main job", "peak lr 3e-3", ["--lr", "3e-3"], base="new"),
-    Row("new_batch_12s", "main job", "12 s of audio per batch (12 crops of 1 s)", ["--batch-seconds", "12"], base="new"),
-    Row("new_batch_12s_lr_3e-3", "main job", "12 s per batch, peak lr 3e-3", ["--batch-seconds", "12", "--lr", "3e-3"],
-        base="new"),
-    Row("new_batch_16s", "main job", "16 s of audio per batch", ["--batch-seconds", "16"], base="new"),
+    # The README's main job: which batch, run length and lr learn most in about 2-3 minutes of training? Every row
+    # spells out its batch (today's defaults otherwise: row F's recipe); rows of one group cost the same compute.
+    Row("b24_300", "main job", "24 s per batch", ["--batch-seconds", "24"], base="new", steps=300),
+    Row("b16_460", "main job", "16 s per batch", ["--batch-seconds", "16"], base="new", steps=460),
+    Row("b12_600", "main job", "12 s per batch", ["--batch-seconds", "12"], base="new", steps=600, seeds=(0, 1)),
+    Row("b8_850", "main job", "8 s per batch", ["--batch-seconds", "8"], base="new", steps=850),
+    Row("b12_600_lr3e-3", "main job", "12 s per batch, peak lr 3e-3", ["--batch-seconds", "12", "--lr", "3e-3"],
+        base="new", steps=600),
+    Row("b8_850_lr3e-3", "main job", "8 s per batch, peak lr 3e-3", ["--batch-seconds", "8", "--lr", "3e-3"],
+        base="new", steps=850),
+    Row("b12_650_lr1.5e-3", "main job", "12 s per batch, peak lr 1.5e-3", ["--batch-seconds", "12", "--lr", "1.5e-3"],
+        base="new", steps=650),
+    Row("b8_900_lr1.5e-3", "main job", "8 s per batch, peak lr 1.5e-3", ["--batch-seconds", "8", "--lr", "1.5e-3"],
+        base="new", steps=900),
+    Row("b12_650_tau_start_1", "main job", "12 s per batch, temperature 1 -> 0.5",
+        ["--batch-seconds", "12", "--max-temperature", "1"], base="new", steps=650),
+    Row("b12_600_warmup_4pct", "main job", "12 s per batch, warm-up 4%", ["--batch-seconds", "12", "--warmup", "0.04"],
+        base="new", steps=600),
+    Row("b12_600_no_layerdrop", "main job", "12 s per batch, LayerDrop 0",
+        ["--batch-seconds", "12", *_set(layerdrop=0.0)], base="new", steps=600),
+    Row("b12_600_codebook_2x16", "main job", "12 s per batch, 2 x 16 codewords",
+        ["--batch-seconds", "12", *_set(num_codevectors_per_group=16)], base="new", steps=600),
+    Row("b12_800", "main job", "12 s per batch", ["--batch-seconds", "12"], base="new", steps=800, seeds=(0, 1, 2)),
+    Row("b12_850", "main job", "12 s per batch", ["--batch-seconds", "12"], base="new", steps=850),
+    Row("b8_1200", "main job", "8 s per batch", ["--batch-seconds", "8"], base="new", steps=1200),
+    Row("b12_900", "main job", "12 s per batch: the README's main job", ["--batch-seconds", "12"], base="new",
+        steps=900, seeds=(0, 1)),
 ]
 BY_NAME = {r.name: r for r in ROWS}
 
@@ -133,7 +155,7 @@ def finished(path: Path, steps: int) -> bool:
 
 def run_one(row: Row, seed: int, a) -> Path:
     path = run_dir(Path(a.out), row, seed)
-    if finished(path, a.steps) and not a.force:
+    if finished(path, row.steps or a.steps) and not a.force:
         return path
     cmd = row.command(seed, a.steps, a.eval_every, a.threads, path)
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
@@ -157,20 +179,37 @@ def summarise(path: Path, threshold: float = 0.2) -> dict:
             "eval_frames": evals[last].get("eval_frames")}
 
 
+# Training steps per second of today's recipe by batch size, 1 and 2 BLAS threads, on an idle 2-core machine of the
+# project's kind (2026-12-07): python benchmarks/bench_threads.py --threads 1 2 --steps 60 --rounds 1 -- --batch-seconds B
+STEPS_PER_SECOND = {8: (7.12, 8.00), 12: (5.00, 5.70), 16: (3.81, 4.39), 24: (2.41, 2.88)}
+
+
 def table(rows, a) -> str:
-    lines = ["| row | factor | change | steps to 0.2 | accuracy at 400 | accuracy at 1,000 | loss at 1,000 |",
-             "|---|---|---|---|---|---|---|"]
+    """The one-factor table (rows run for --steps), then the main-job table (rows with their own length)."""
+    factor = ["| row | factor | change | steps to 0.2 | accuracy at 400 | accuracy at 1,000 | loss at 1,000 |",
+              "|---|---|---|---|---|---|---|"]
+    main = ["| row | change | steps | training time, 1 / 2 threads | steps to 0.2 | accuracy at the end | "
+            "loss at the end |", "|---|---|---|---|---|---|---|"]
     for row in rows:
-        done = [run_dir(Path(a.out), row, s) for s in row.seeds if finished(run_dir(Path(a.out), row, s), a.steps)]
+        done = [run_dir(Path(a.out), row, s) for s in row.seeds
+                if finished(run_dir(Path(a.out), row, s), row.steps or a.steps)]
         if not done:
             continue
         res = [summarise(p) for p in done]
+
         def fmt(key, f, none="–"):
             return " / ".join(none if r[key] is None else f.format(r[key]) for r in res)
 
-        lines.append(f"| `{row.name}` | {row.factor} | {row.change} | {fmt('steps_to_0.2', '{}', 'never')} | "
-                     f"{fmt('acc_400', '{:.3f}')} | {fmt('acc_1000', '{:.3f}')} | {fmt('loss_1000', '{:.2f}')} |")
-    return "\n".join(lines)
+        if row.steps is None:
+            factor.append(f"| `{row.name}` | {row.factor} | {row.change} | {fmt('steps_to_0.2', '{}', 'never')} | "
+                          f"{fmt('acc_400', '{:.3f}')} | {fmt('acc_1000', '{:.3f}')} | {fmt('loss_1000', '{:.2f}')} |")
+        else:
+            batch = int(float(row.args[row.args.index("--batch-seconds") + 1]))
+            one, two = (row.steps / r for r in STEPS_PER_SECOND[batch])
+            main.append(f"| `{row.name}` | {row.change} | {row.steps} | {one:.0f} s / {two:.0f} s | "
+                        f"{fmt('steps_to_0.2', '{}', 'never')} | {fmt('acc_1000', '{:.3f}')} | "
+                        f"{fmt('loss_1000', '{:.2f}')} |")
+    return "\n".join(factor + ([""] + main if len(main) > 2 else []))
 
 
 def gradients(seed: int = 0, batches: int = 4) -> str:
