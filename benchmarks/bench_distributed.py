@@ -2,8 +2,9 @@
 
     python benchmarks/bench_distributed.py [--steps 60] [--rounds 2] [-- PRETRAIN ARGS]
 
-Three ways to train the same updates (the default recipe: 24 crops of at most 1 s per update, the built-in synthetic
-corpus), each a fresh ``tinyw2v2 pretrain`` run:
+Three ways to train the same updates (the default recipe with 24 crops of at most 1 s per update, twice the default
+batch, so that each of two ranks holds the default's 12 s; the built-in synthetic corpus), each a fresh
+``tinyw2v2 pretrain`` run:
 
     1 process x 1 thread     --threads 1 --batch-seconds 24
     1 process x 2 threads    --threads 2 --batch-seconds 24

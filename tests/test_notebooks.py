@@ -14,6 +14,9 @@ sys.path.insert(0, str(ROOT / "notebooks"))
 import build  # noqa: E402
 
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("*.py"))
+# seconds on a 2-core CPU at one BLAS thread; notebook 1 runs the README's main job (900 steps: about 2.6 minutes of
+# training at the default two threads, 3 at one) with the rest of the quick start around it
+LIMITS = {"01_quick_start": 240}
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
@@ -26,7 +29,8 @@ def test_notebook_runs_top_to_bottom(src, tmp_path, monkeypatch):
     t0 = time.perf_counter()
     build.execute(nb, ROOT / "notebooks", timeout=300)
     elapsed = time.perf_counter() - t0
-    assert elapsed < 180, f"{src.stem} took {elapsed:.0f} s (limit: 3 minutes on a 2-core CPU)"
+    limit = LIMITS.get(src.stem, 180)
+    assert elapsed < limit, f"{src.stem} took {elapsed:.0f} s (limit: {limit} s on a 2-core CPU at one thread)"
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=[s.stem for s in SOURCES])
