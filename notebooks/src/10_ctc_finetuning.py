@@ -218,8 +218,8 @@ STEPS = 700   # about 45 s per model on one CPU core; docs/results.md fine-tunes
 COMMON = dict(labels=LABELS, steps=STEPS, batch_seconds=8.0, lr=1e-3, phase_ratio=(0.6, 0.3, 0.1),
               eval_every=100, eval_utterances=None, log_every=10, checkpoint_every=STEPS, progress=False,
               export=False, device=device, **CORPUS)
-runs = {"pretrained": FinetuneArgs(init=PRETRAINED, out="../runs/notebook09/pretrained", **COMMON),
-        "scratch": FinetuneArgs(init=None, out="../runs/notebook09/scratch", **COMMON)}
+runs = {"pretrained": FinetuneArgs(init=PRETRAINED, out="../runs/notebook10/pretrained", **COMMON),
+        "scratch": FinetuneArgs(init=None, out="../runs/notebook10/scratch", **COMMON)}
 results = {}
 for name, args in runs.items():
     results[name] = finetune(args)

@@ -194,7 +194,7 @@ class WeightNorm(Function):
         s  = sum(gw * v)                      (shape of n)
         dg = s / n
         dv = (g / n) * (gw - v * s / n^2)
-    The tuned version (``ops.fast.conv.WeightNorm``) only replaces ``normed_sum``.
+    The tuned version (``ops.fast.conv.WeightNorm``) sums with einsum and builds dv in place.
     """
 
     @staticmethod
