@@ -44,7 +44,7 @@ device = "cpu"  # or "cuda"
 # comes from (seed, s).
 
 # %%
-args = PretrainArgs(corpus_dir="../data/synthetic", steps=300)
+args = PretrainArgs(corpus_dir="../data/synthetic", steps=400)   # the run the schedules span
 config = Wav2Vec2Config.tiny()
 waves, _ = load_waveforms(prepare_corpus(args) / "train", config.min_samples_to_mask(), strict=False, normalize=False)
 crops = round(args.batch_seconds / args.crop_seconds)            # crops per batch
