@@ -2,7 +2,7 @@
 # # 8. Pretraining a toy wav2vec 2.0
 #
 # Everything from notebooks 2–7 in one loop. Each step takes a batch of crops, masks about a third of the frames
-# (span masking, notebook 6: spans of 10 frames in crops of 49), asks the Transformer to pick each masked frame's quantised target among K = 20
+# (span masking, notebook 6: spans of 10 frames in crops of 49 frames; 35% at 12 crops a batch), asks the Transformer to pick each masked frame's quantised target among K = 20
 # distractors from the same utterance (the contrastive loss), adds the diversity loss that keeps the codebooks
 # in use (notebook 5), backpropagates through the whole model with the hand-written backwards, and takes an
 # AdamW step. The learning rate warms up then decays linearly, and the Gumbel temperature anneals from 2 to 0.5.
