@@ -408,7 +408,10 @@ def _pretrain(args: PretrainArgs, parallel: DataParallel) -> dict:
             bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{last['accuracy']:.2f}",
                             ppl=f"{last['code_perplexity']:.0f}",
                             **({"eval_acc": f"{last['eval_accuracy']:.2f}"} if "eval_accuracy" in last else {}))
-        bar.update(dt if schedule.budget else 1)
+        if schedule.budget:                                   # the bar counts training seconds, up to the budget
+            bar.update(min(train_seconds, schedule.budget) - min(train_seconds - dt, schedule.budget))
+        else:
+            bar.update(1)
         if step % args.checkpoint_every == 0 or final or step == args.stop_at:
             checkpoint(step)
         if step == args.stop_at:
@@ -429,7 +432,7 @@ def _progress(args, schedule, start, seconds, enabled: bool = True):
     """A bar over the steps, or over the seconds of a ``--minutes`` budget (then it shows the time left); rank 0's
     only."""
     if schedule.budget:
-        return progress_bar(args.progress and enabled, total=round(schedule.budget),
+        return progress_bar(args.progress and enabled, total=schedule.budget,
                             initial=min(seconds, schedule.budget), desc="pretrain", unit="s",
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} of training, {remaining} left"
                                        "{postfix}")
