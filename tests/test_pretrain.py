@@ -284,3 +284,19 @@ def test_the_defaults_are_row_d_of_the_plateau_study():
     for name in ("lr", "warmup", "batch_seconds", "crop_seconds", "max_temperature", "min_temperature",
                  "anneal_fraction", "anneal_steps", "schedule", "weight_decay", "betas", "adam_eps", "clip_norm"):
         assert getattr(d, name) == getattr(default, name), name
+
+
+def test_the_summary_says_whether_the_run_left_the_plateau():
+    from tinyw2v2.cli import pretraining_summary
+
+    def summary(acc, loss):
+        start = {"step": 0, "eval_accuracy": 0.07, "eval_loss": 3.16}
+        end = {"step": 900, "eval_accuracy": acc, "eval_loss": loss, "eval_frames": 12620}
+        return pretraining_summary({"metrics": end, "initial": start, "num_negatives": 20, "train_seconds": 158,
+                                    "eval_utterances": 400, "plots": ["run/plots/pretraining.png"]}, run="run")
+
+    learned, leaving, flat = summary(0.459, 1.72), summary(0.12, 2.8), summary(0.06, 3.04)
+    assert "chance 1/21 = 0.048" in learned and "it learned: 9.6x chance" in learned
+    assert "leaving the initial plateau" in leaving
+    assert "still on the initial plateau" in flat and "Leaving the plateau" in flat
+    assert all("run/plots/pretraining.png" in s and "tinyw2v2 analyze run" in s for s in (learned, leaving, flat))

@@ -99,23 +99,37 @@ def print_metrics(metrics: dict) -> None:
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
 
 
-def pretraining_summary(result: dict) -> str:
-    """What a pretraining run reached, in words: chance level, start and end on the held-out speakers, the plot."""
+def pretraining_summary(result: dict, run: str | None = None) -> str:
+    """What a pretraining run reached, in words a newcomer can read: the task and its chance level, where the run
+    started and ended on the held-out speakers, whether it left the initial plateau, where the plot is and what to
+    look at in it, and what to run next."""
     import math
 
     m, m0, K = result["metrics"], result["initial"], result["num_negatives"]
-    lines = [f"\nSummary after {m['step']} steps ({result['train_seconds'] / 60:.1f} min of training):"]
+    chance, flat = 1 / (K + 1), math.log(K + 1)
+    lines = [f"\nSummary after {m['step']} steps ({result['train_seconds'] / 60:.1f} min of training):",
+             f"  the task: for every masked frame, pick its true quantised target among K + 1 = {K + 1} candidates"]
     if "eval_accuracy" in m:
+        acc = m["eval_accuracy"]
         lines += [
             f"  held-out speakers (never heard in training), eval mode, {m['eval_frames']:,} masked frames of "
             f"{result['eval_utterances']} utterances:",
-            f"    accuracy {m['eval_accuracy']:.3f}  (chance 1/(K+1) = 1/{K + 1} = {1 / (K + 1):.3f}; "
-            f"{m0['eval_accuracy']:.3f} before training)",
-            f"    loss     {m['eval_loss']:.3f}  (ln(K+1) = {math.log(K + 1):.3f} when all {K + 1} candidates look "
-            f"alike; {m0['eval_loss']:.3f} before training)",
+            f"    accuracy {acc:.3f}  (chance 1/{K + 1} = {chance:.3f}; {m0['eval_accuracy']:.3f} before training)",
+            f"    loss     {m['eval_loss']:.3f}  (ln {K + 1} = {flat:.3f} when all {K + 1} candidates look alike; "
+            f"{m0['eval_loss']:.3f} before training)",
         ]
-    lines.append(f"  plot: {result['plots'][0]}: in 'masked-frame accuracy' the held-out curve should leave chance "
-                 "and keep rising; 'codebook usage' should stay well above the G·V/4 line.")
+        if acc >= 4 * chance:
+            lines.append(f"  it learned: {acc / chance:.1f}x chance, the loss {flat - m['eval_loss']:.2f} below ln {K + 1}")
+        elif acc >= 2 * chance:
+            lines.append(f"  it is leaving the initial plateau ({acc / chance:.1f}x chance): train longer (--steps)")
+        else:
+            lines.append("  it is still on the initial plateau (accuracy near chance, loss near ln(K+1)): train longer "
+                         "(--steps), or see docs/results.md, 'Leaving the plateau'")
+    lines += [f"  plot: {result['plots'][0]}",
+              "    'masked-frame accuracy': the held-out curve should leave the chance line and keep rising;",
+              "    'loss': fall below the ln(K+1) line; 'codebook usage': stay well above the G·V/4 line (no collapse)"]
+    if run:
+        lines.append(f"  next: tinyw2v2 analyze {run}   (do the learnt codes line up with phones?)")
     return "\n".join(lines)
 
 
@@ -129,7 +143,7 @@ def _pretrain(args) -> int:
     print_metrics(result["metrics"])
     print(f"checkpoint: {result['checkpoint']}")
     print("plots: " + ", ".join(result["plots"]))
-    print(pretraining_summary(result))
+    print(pretraining_summary(result, run=args.out))
     return 0
 
 

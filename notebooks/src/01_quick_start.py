@@ -125,7 +125,7 @@ from tinyw2v2.cli import pretraining_summary
 from tinyw2v2.train.pretrain import pretrain, read_metrics
 
 result = pretrain(args)
-print(pretraining_summary(result))
+print(pretraining_summary(result, run=args.out))
 
 # %% [markdown]
 # ## 5. Look at the curves
