@@ -17,7 +17,7 @@
 #
 # The derivations are in [`docs/ctc.md`](../docs/ctc.md) (the loss, α, β and the gradient) and
 # [`docs/finetuning.md`](../docs/finetuning.md) (the model, the vocabulary, the training loop); the full-size
-# experiment (15 minutes of pretraining, 8 minutes of fine-tuning per model) is in
+# experiment (15 minutes of pretraining, 10 minutes of fine-tuning per model) is in
 # [`docs/results.md`](../docs/results.md).
 
 # %%
@@ -44,8 +44,9 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm's notic
 # %% [markdown]
 # ## The pretrained model and the data
 #
-# Pretraining long enough to matter takes 15 minutes (`docs/results.md`: `tinyw2v2 pretrain --steps 3300
-# --lr 1e-3`, the `tiny` preset, about 1M parameters, held-out masked-frame accuracy 0.63). Its weights ship with
+# Pretraining long enough to matter takes 15 minutes (`docs/results.md`, "Against the earlier recipe's fifteen
+# minutes": the `tiny` preset, about 1M parameters, 3,300 steps of the earlier recipe, held-out masked-frame
+# accuracy 0.54). Its weights ship with
 # the notebooks in [`assets/tiny-pretrained/`](assets/README.md), written by `save_pretrained` in the
 # transformers format (`config.json` + `model.safetensors`, 4 MB), which `Wav2Vec2ForCTC.from_pretrained` and
 # transformers' own loader both read.
@@ -214,7 +215,7 @@ plt.tight_layout(); plt.show()
 # on every run of the notebook.
 
 # %%
-STEPS = 700   # about 45 s per model on one CPU core; docs/results.md fine-tunes for 8 minutes (~4000 steps)
+STEPS = 700   # about 45 s per model on one CPU core; docs/results.md fine-tunes for 10 minutes (~4700 steps)
 COMMON = dict(labels=LABELS, steps=STEPS, batch_seconds=8.0, lr=1e-3, phase_ratio=(0.6, 0.3, 0.1),
               eval_every=100, eval_utterances=None, log_every=10, checkpoint_every=STEPS, progress=False,
               export=False, device=device, **CORPUS)
@@ -306,8 +307,8 @@ plt.tight_layout(); plt.show()
 # learn which letters those sounds are, and it transfers to voices it has never heard. From scratch, the same 40
 # utterances must teach the whole network what speech is, and in the same number of steps it has barely left
 # the all-blank phase. Given more time it learns something, mostly by memorising its 40 utterances: in the
-# 8-minute runs of `docs/results.md` (on the seed-0 corpus, 4 held-out speakers) the pretrained model reaches
-# CER 0.29 and the scratch model 0.77.
+# 10-minute runs of `docs/results.md` (on the seed-0 corpus, 4 held-out speakers) the pretrained model reaches
+# CER 0.30 and the scratch model 0.76.
 #
 # ## Try this
 #
