@@ -179,9 +179,10 @@ def summarise(path: Path, threshold: float = 0.2) -> dict:
             "eval_frames": evals[last].get("eval_frames")}
 
 
-# Training steps per second of today's recipe by batch size, 1 and 2 BLAS threads, on an idle 2-core machine of the
-# project's kind (2026-12-07): python benchmarks/bench_threads.py --threads 1 2 --steps 60 --rounds 1 -- --batch-seconds B
-STEPS_PER_SECOND = {8: (7.12, 8.00), 12: (5.00, 5.70), 16: (3.81, 4.39), 24: (2.41, 2.88)}
+# Training steps per second of today's recipe by batch size, 1 and 2 BLAS threads, best of 2, on an idle 2-core
+# machine of the project's kind (2026-12-07; docs/performance.md, "Threads", for 12 s):
+#   python benchmarks/bench_threads.py --threads 1 2 --steps 80 --rounds 2 -- --batch-seconds B
+STEPS_PER_SECOND = {8: (7.36, 8.22), 12: (5.12, 5.79), 16: (4.06, 4.88), 24: (2.56, 3.00)}
 
 
 def table(rows, a) -> str:
