@@ -169,11 +169,14 @@ def test_held_out_evaluation_scores_every_utterance_short_ones_included(corpus, 
 def test_schedules_span_the_run_by_steps_or_by_minutes():
     from tinyw2v2.train.pretrain import RunSchedule
 
-    s = RunSchedule(PretrainArgs(steps=100, lr=1e-3, warmup=0.1, max_temperature=2.0, min_temperature=0.5))
+    s = RunSchedule(PretrainArgs(steps=100, lr=1e-3, warmup=0.1, schedule="linear", max_temperature=2.0,
+                                 min_temperature=0.5))
     assert s.lr(0, 0.0) == 0.0 and s.lr(10, 0.0) == pytest.approx(1e-3) and s.lr(55, 0.0) == pytest.approx(5e-4)
     assert s.temperature(0, 0.0) == 2.0 and s.temperature(50, 0.0) == pytest.approx(1.0)
     assert s.temperature(100, 0.0) == pytest.approx(0.5) and s.finished(100, 0.0) and not s.finished(99, 1e9)
-    t = RunSchedule(PretrainArgs(steps=None, minutes=1.0, lr=1e-3, warmup=0.1))
+    flat = RunSchedule(PretrainArgs(steps=100, lr=1e-3, warmup=0.1))   # the default: constant after the warm-up
+    assert flat.lr(5, 0.0) == pytest.approx(5e-4) and flat.lr(55, 0.0) == flat.lr(99, 0.0) == pytest.approx(1e-3)
+    t = RunSchedule(PretrainArgs(steps=None, minutes=1.0, lr=1e-3, warmup=0.1, schedule="linear"))
     assert t.lr(7, 30.0) == pytest.approx(1e-3 * (1 - 0.5) / (1 - 0.1), rel=1e-5)   # half the minute gone
     assert t.temperature(7, 30.0) == pytest.approx(1.0) and t.finished(10 ** 6, 60.0) and not t.finished(10 ** 6, 59.0)
     both = RunSchedule(PretrainArgs(steps=100, minutes=1.0))      # whichever comes first
@@ -186,7 +189,7 @@ def test_schedules_span_the_run_by_steps_or_by_minutes():
 
 def test_a_time_budget_ends_the_run_and_the_schedules_with_it(corpus, tmp_path):
     r = pretrain(args_for(corpus, tmp_path / "timed", steps=None, minutes=0.05, log_every=1, eval_every=10 ** 6,
-                          checkpoint_every=10 ** 6))
+                          checkpoint_every=10 ** 6, schedule="linear"))
     records = read_metrics(tmp_path / "timed" / "metrics.jsonl")
     assert 3.0 <= r["train_seconds"] < 3.0 + 2.0 * max(records[-1]["seconds"] / records[-1]["step"], 0.5)
     assert "eval_accuracy" in records[-1] and records[-1]["step"] == r["metrics"]["step"] > 1
@@ -266,8 +269,9 @@ def test_export_writes_a_transformers_directory(corpus, tmp_path, capsys):
     assert "no checkpoint.npz" in capsys.readouterr().err
 
 
-def test_the_defaults_are_row_d_of_the_plateau_study():
-    """docs/results.md ("Leaving the plateau"): the tiny preset's short-run recipe is the study's row F."""
+def test_the_defaults_are_the_plateau_studys_main_job_row():
+    """docs/results.md ("Leaving the plateau"): the tiny preset's short-run recipe is the study's row F with the lr
+    held after the warm-up, and the README's main job is its row b12_900_constant."""
     import sys
     from pathlib import Path
 
@@ -277,13 +281,19 @@ def test_the_defaults_are_row_d_of_the_plateau_study():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import plateau
 
-    cmd = plateau.BY_NAME["F"].command(0, 1000, 50, 1, Path("runs/x"))
-    d = dataclass_from_options(PretrainArgs, build_parser().parse_args(cmd[1:]))
-    default = PretrainArgs()
-    assert build_config(d).to_dict() == build_config(default).to_dict()
+    def parsed(row):
+        cmd = plateau.BY_NAME[row].command(0, 1000, 50, 1, Path("runs/x"))
+        return dataclass_from_options(PretrainArgs, build_parser().parse_args(cmd[1:]))
+
+    default, f, main = PretrainArgs(), parsed("F"), parsed("b12_900_constant")
+    assert build_config(f).to_dict() == build_config(default).to_dict() == build_config(main).to_dict()
     for name in ("lr", "warmup", "batch_seconds", "crop_seconds", "max_temperature", "min_temperature",
-                 "anneal_fraction", "anneal_steps", "schedule", "weight_decay", "betas", "adam_eps", "clip_norm"):
-        assert getattr(d, name) == getattr(default, name), name
+                 "anneal_fraction", "anneal_steps", "schedule", "weight_decay", "betas", "adam_eps", "clip_norm",
+                 "steps"):
+        assert getattr(main, name) == getattr(default, name), name
+        if name not in ("schedule", "steps"):
+            assert getattr(f, name) == getattr(default, name), name
+    assert (f.schedule, default.schedule) == ("linear", "constant")
 
 
 def test_the_summary_says_whether_the_run_left_the_plateau():

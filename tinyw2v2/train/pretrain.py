@@ -50,7 +50,8 @@ class PretrainArgs(RunArgs, CorpusArgs, DataParallelArgs):
     crop_seconds: float = arg(1.0, "longest crop, in seconds")
     lr: float = arg(2e-3, "peak learning rate")
     warmup: float = arg(0.08, "warm-up, as a fraction of the run")
-    schedule: str = arg("linear", "linear (warm-up, then linear decay to 0) | constant (after the warm-up)")
+    schedule: str = arg("constant", "constant (the peak lr after the warm-up: a run of minutes ends far from any "
+                                     "minimum) | linear (warm-up, then linear decay to 0, as fairseq)")
     weight_decay: float = arg(0.01, "AdamW's decoupled weight decay")
     adam_eps: float = arg(1e-6, "AdamW's epsilon")
     max_temperature: float = arg(2.0, "Gumbel temperature at the start")
