@@ -88,7 +88,6 @@ ROWS = [
     Row("codebook_2x64", "codebook G x V", "2 x 64 codewords", _set(num_codevectors_per_group=64)),
     Row("codebook_1x64", "codebook G x V", "1 x 64 codewords", _set(num_codevector_groups=1, num_codevectors_per_group=64)),
     Row("batch_12s", "batch and crop", "12 s of audio per batch (not 24 s)", ["--batch-seconds", "12"]),
-    Row("batch_48s", "batch and crop", "48 s of audio per batch", ["--batch-seconds", "48"]),
     Row("crop_1s", "batch and crop", "crops of 1 s (24 crops, not 12 of 2 s)", ["--crop-seconds", "1"]),
     Row("crop_3s", "batch and crop", "crops of up to 3 s (8 crops)", ["--crop-seconds", "3"]),
     Row("init_codevectors_normal", "initialisation", "codevectors N(0, 1) (not U[0, 1))", _set(codevector_init="normal")),
@@ -105,9 +104,6 @@ ROWS = [
     Row("D", "combination", "C + crops of 1 s (24 per batch)",
         _set(feature_penalty_weight=0.0, **NO_DROPOUT, feature_grad_mult=1.0) + ["--lr", "2e-3", "--crop-seconds", "1"],
         seeds=(0, 1)),
-    Row("E", "combination", "D with peak lr 3e-3",
-        _set(feature_penalty_weight=0.0, **NO_DROPOUT, feature_grad_mult=1.0) + ["--lr", "3e-3", "--crop-seconds", "1"],
-        seeds=(0,)),
     Row("F", "combination", "D with 12 s per batch (12 crops of 1 s): half the work per step (today's defaults, lr decayed)",
         _set(feature_penalty_weight=0.0, **NO_DROPOUT, feature_grad_mult=1.0)
         + ["--lr", "2e-3", "--crop-seconds", "1", "--batch-seconds", "12"], seeds=(0, 1)),

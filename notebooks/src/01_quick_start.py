@@ -117,8 +117,8 @@ display(draw_model(Wav2Vec2Config.base(), batch=8, seconds=1.0))
 # ## 4. Pretrain for three minutes
 #
 # This is the README's main job, `tinyw2v2 pretrain`, with its defaults: the tiny preset's short-run recipe, 900
-# steps of 12 crops of up to 1 s (about 2.6 minutes of training on two cores, 3 on one), the held-out speakers
-# scored every 100 steps.
+# steps of 12 crops of up to 1 s, the learning rate held at its peak after a short warm-up (two to three minutes of
+# training on two cores), the held-out speakers scored every 100 steps.
 
 # %%
 from tinyw2v2.cli import pretraining_summary
@@ -163,13 +163,13 @@ print("held-out eval accuracy by step:", evals)
 # The plateau is short here because the tiny preset's recipe drops the regularisation that keeps a small, short
 # run waiting on it (fairseq's feature penalty, dropout, the 0.1 gradient scale of the CNN) and uses a larger
 # learning rate; [`docs/results.md`](../docs/results.md) ("Leaving the plateau") measures each factor, one at a
-# time, and shows the earlier recipe still on its plateau after 300 steps.
+# time, and shows the earlier recipe needing 550 to 650 steps of twice the audio to reach 0.2.
 #
 # ## Try this
 #
-# - The earlier recipe, fairseq's BASE regularisation at toy width: `PretrainArgs(lr=1e-3, batch_seconds=24.0,
-#   crop_seconds=2.0, overrides=dict(feature_penalty_weight=10.0, feature_grad_mult=0.1, hidden_dropout=0.1,
-#   attention_dropout=0.1, feat_proj_dropout=0.1, feat_quantizer_dropout=0.1), ...)`: how long does it stay on the
-#   plateau?
+# - The earlier recipe, fairseq's BASE regularisation at toy width: `PretrainArgs(lr=1e-3, schedule="linear",
+#   batch_seconds=24.0, crop_seconds=2.0, overrides=dict(feature_penalty_weight=10.0, feature_grad_mult=0.1,
+#   hidden_dropout=0.1, attention_dropout=0.1, feat_proj_dropout=0.1, feat_quantizer_dropout=0.1), ...)`: how
+#   long does it stay on the plateau?
 # - Run `tinyw2v2 analyze ../runs/notebook01` in a terminal: do the learnt codes line up with phones?
 # - Point `PretrainArgs(data=...)` at a folder of your own audio files (any rate: they are resampled to 16 kHz).
