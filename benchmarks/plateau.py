@@ -40,7 +40,7 @@ OLD_CONFIG = dict(hidden_dropout=0.1, attention_dropout=0.1, activation_dropout=
 OLD = ["--lr", "1e-3", "--warmup", "0.08", "--schedule", "linear", "--batch-seconds", "24", "--crop-seconds", "2",
        "--max-temperature", "2", "--min-temperature", "0.5", "--anneal-fraction", "1", *_set(**OLD_CONFIG)]
 NEW: list = []          # today's defaults
-LINEAR = ["--schedule", "linear"]   # the main-job rows below that decay the lr (the default until the last rows)
+LINEAR = ["--schedule", "linear"]   # the main-job rows below that decay the lr from the warm-up on
 NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, feat_proj_dropout=0.0, feat_quantizer_dropout=0.0)
 
 
@@ -134,10 +134,13 @@ ROWS = [
     Row("b8_1200", "main job", "8 s per batch", ["--batch-seconds", "8", *LINEAR], base="new", steps=1200),
     Row("b12_900", "main job", "12 s per batch, lr decayed linearly to 0", ["--batch-seconds", "12", *LINEAR], base="new",
         steps=900, seeds=(0, 1)),
-    # The last rows keep the peak lr after the warm-up (today's default schedule): a run of minutes ends far from
-    # any minimum, and the linear decay spends its last third on ever smaller steps.
-    Row("b12_900_constant", "main job", "12 s per batch, lr constant after the warm-up: the README's main job",
-        ["--batch-seconds", "12"], base="new", steps=900, seeds=(0, 1)),
+    # The last rows keep the peak lr after the warm-up: a run of minutes ends far from any minimum, and the linear
+    # decay spends its last third on ever smaller steps. tri_stage (today's default) holds it to 80% of the run,
+    # then decays it to 1% (fairseq's tri_stage); up to step 720 its runs are the constant ones, step for step.
+    Row("b12_900_constant", "main job", "12 s per batch, lr held after the warm-up",
+        ["--batch-seconds", "12", "--schedule", "constant"], base="new", steps=900, seeds=(0, 1)),
+    Row("b12_900_tri_stage", "main job", "12 s per batch, lr held, then decayed over the last 20%: the README's "
+        "main job", ["--batch-seconds", "12"], base="new", steps=900, seeds=(0, 1)),
 ]
 BY_NAME = {r.name: r for r in ROWS}
 

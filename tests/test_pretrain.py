@@ -174,8 +174,13 @@ def test_schedules_span_the_run_by_steps_or_by_minutes():
     assert s.lr(0, 0.0) == 0.0 and s.lr(10, 0.0) == pytest.approx(1e-3) and s.lr(55, 0.0) == pytest.approx(5e-4)
     assert s.temperature(0, 0.0) == 2.0 and s.temperature(50, 0.0) == pytest.approx(1.0)
     assert s.temperature(100, 0.0) == pytest.approx(0.5) and s.finished(100, 0.0) and not s.finished(99, 1e9)
-    flat = RunSchedule(PretrainArgs(steps=100, lr=1e-3, warmup=0.1))   # the default: constant after the warm-up
+    flat = RunSchedule(PretrainArgs(steps=100, lr=1e-3, warmup=0.1, schedule="constant"))
     assert flat.lr(5, 0.0) == pytest.approx(5e-4) and flat.lr(55, 0.0) == flat.lr(99, 0.0) == pytest.approx(1e-3)
+    tri = RunSchedule(PretrainArgs(steps=100, lr=1e-3, warmup=0.1))    # the default: tri_stage, decay 0.2
+    assert tri.lr(5, 0.0) == pytest.approx(5e-4) and tri.lr(80, 0.0) == pytest.approx(1e-3)   # hold until 80%
+    assert tri.lr(90, 0.0) == pytest.approx(1e-4) and tri.lr(100, 0.0) == pytest.approx(1e-5)  # 0.01 ** ((p - 0.8) / 0.2)
+    with pytest.raises(TrainingError, match="--decay"):
+        RunSchedule(PretrainArgs(steps=100, warmup=0.5, schedule="tri_stage", decay=0.6))
     t = RunSchedule(PretrainArgs(steps=None, minutes=1.0, lr=1e-3, warmup=0.1, schedule="linear"))
     assert t.lr(7, 30.0) == pytest.approx(1e-3 * (1 - 0.5) / (1 - 0.1), rel=1e-5)   # half the minute gone
     assert t.temperature(7, 30.0) == pytest.approx(1.0) and t.finished(10 ** 6, 60.0) and not t.finished(10 ** 6, 59.0)
@@ -271,7 +276,7 @@ def test_export_writes_a_transformers_directory(corpus, tmp_path, capsys):
 
 def test_the_defaults_are_the_plateau_studys_main_job_row():
     """docs/results.md ("Leaving the plateau"): the tiny preset's short-run recipe is the study's row F with the lr
-    held after the warm-up, and the README's main job is its row b12_900_constant."""
+    held to 80% of the run and then decayed, and the README's main job is its row b12_900_tri_stage."""
     import sys
     from pathlib import Path
 
@@ -285,7 +290,7 @@ def test_the_defaults_are_the_plateau_studys_main_job_row():
         cmd = plateau.BY_NAME[row].command(0, 1000, 50, 1, Path("runs/x"))
         return dataclass_from_options(PretrainArgs, build_parser().parse_args(cmd[1:]))
 
-    default, f, main = PretrainArgs(), parsed("F"), parsed("b12_900_constant")
+    default, f, main = PretrainArgs(), parsed("F"), parsed("b12_900_tri_stage")
     assert build_config(f).to_dict() == build_config(default).to_dict() == build_config(main).to_dict()
     for name in ("lr", "warmup", "batch_seconds", "crop_seconds", "max_temperature", "min_temperature",
                  "anneal_fraction", "anneal_steps", "schedule", "weight_decay", "betas", "adam_eps", "clip_norm",
@@ -293,7 +298,7 @@ def test_the_defaults_are_the_plateau_studys_main_job_row():
         assert getattr(main, name) == getattr(default, name), name
         if name not in ("schedule", "steps"):
             assert getattr(f, name) == getattr(default, name), name
-    assert (f.schedule, default.schedule) == ("linear", "constant")
+    assert (f.schedule, default.schedule) == ("linear", "tri_stage")
 
 
 def test_the_summary_says_whether_the_run_left_the_plateau():

@@ -117,8 +117,8 @@ display(draw_model(Wav2Vec2Config.base(), batch=8, seconds=1.0))
 # ## 4. Pretrain for three minutes
 #
 # This is the README's main job, `tinyw2v2 pretrain`, with its defaults: the tiny preset's short-run recipe, 900
-# steps of 12 crops of up to 1 s, the learning rate held at its peak after a short warm-up (two to three minutes of
-# training on two cores), the held-out speakers scored every 100 steps.
+# steps of 12 crops of up to 1 s, the learning rate warmed up, held at its peak and decayed over the last fifth
+# (two to three minutes of training on two cores), the held-out speakers scored every 100 steps.
 
 # %%
 from tinyw2v2.cli import pretraining_summary

@@ -5,7 +5,7 @@
 # (span masking, notebook 6: spans of 10 frames in crops of 49 frames; 35% at 12 crops a batch), asks the Transformer to pick each masked frame's quantised target among K = 20
 # distractors from the same utterance (the contrastive loss), adds the diversity loss that keeps the codebooks
 # in use (notebook 5), backpropagates through the whole model with the hand-written backwards, and takes an
-# AdamW step. The learning rate warms up, then stays at its peak (`--schedule constant`), and the Gumbel temperature anneals from 2 to 0.5.
+# AdamW step. The learning rate warms up, holds its peak, and decays over the last fifth of the run (fairseq's tri-stage), and the Gumbel temperature anneals from 2 to 0.5.
 #
 # Then the question the paper cares about: do the discrete codes the quantiser learns line up with phones?
 # The synthetic corpus comes with frame-level phone alignments, so we can measure it (PNMI, as in HuBERT).
@@ -21,7 +21,7 @@ from tinyw2v2.train.analyze import analyze
 from tinyw2v2.train.pretrain import PretrainArgs, pretrain, read_metrics
 
 device = "cpu"  # or "cuda"
-STEPS = 600     # about 2 minutes of training on one CPU thread; docs/results.md runs the same recipe for 15 minutes
+STEPS = 600     # under 2 minutes of training on two CPU cores; docs/results.md runs the same recipe for 15 minutes
 
 # %% [markdown]
 # ## Train

@@ -50,8 +50,10 @@ class PretrainArgs(RunArgs, CorpusArgs, DataParallelArgs):
     crop_seconds: float = arg(1.0, "longest crop, in seconds")
     lr: float = arg(2e-3, "peak learning rate")
     warmup: float = arg(0.08, "warm-up, as a fraction of the run")
-    schedule: str = arg("constant", "constant (the peak lr after the warm-up: a run of minutes ends far from any "
-                                     "minimum) | linear (warm-up, then linear decay to 0, as fairseq)")
+    schedule: str = arg("tri_stage", "tri_stage (warm-up, hold the peak, then decay to 1%% of it over the last "
+                                      "--decay of the run: fairseq's tri_stage) | constant (hold the peak after the "
+                                      "warm-up) | linear (warm-up, then linear decay to 0: fairseq's polynomial_decay)")
+    decay: float = arg(0.2, "tri_stage: the last fraction of the run, over which the lr decays")
     weight_decay: float = arg(0.01, "AdamW's decoupled weight decay")
     adam_eps: float = arg(1e-6, "AdamW's epsilon")
     max_temperature: float = arg(2.0, "Gumbel temperature at the start")
@@ -196,6 +198,7 @@ class RunSchedule:
 
         lr(p)  linear:   peak * p / w for p < w, then peak * (1 - p) / (1 - w)      (w = warm-up fraction)
                constant: peak * p / w for p < w, then peak
+               tri_stage: as constant until p = 1 - d, then peak * 0.01 ** ((p - 1 + d) / d)   (d = --decay)
         tau(p) = max(tau_max * (tau_min / tau_max) ** (p / a), tau_min)            (a = anneal fraction)
                  or, with ``anneal_steps`` S, the same with p / a replaced by step / S (fairseq anneals per step)
     """
@@ -212,8 +215,15 @@ class RunSchedule:
             self.lr_at = optim.LinearWarmupDecay(args.lr, warmup, max(self.RESOLUTION, warmup + 1))
         elif args.schedule == "constant":
             self.lr_at = optim.PolynomialDecay(args.lr, warmup, 10 ** 12, end_lr=args.lr, power=1.0)
+        elif args.schedule == "tri_stage":
+            decay = int(round(args.decay * self.RESOLUTION))
+            if not 0 < decay <= self.RESOLUTION - warmup:
+                raise TrainingError(f"--decay {args.decay} must be positive and leave room for the warm-up "
+                                    f"({args.warmup})")
+            self.lr_at = optim.TriStage(args.lr, warmup, self.RESOLUTION - warmup - decay, decay,
+                                        init_lr_scale=0.0, final_lr_scale=0.01)
         else:
-            raise TrainingError(f"unknown schedule {args.schedule!r}: use 'linear' or 'constant'")
+            raise TrainingError(f"unknown schedule {args.schedule!r}: use 'constant', 'linear' or 'tri_stage'")
         self.tau_max, self.tau_min = args.max_temperature, args.min_temperature
         self.anneal_fraction, self.anneal_steps = args.anneal_fraction, args.anneal_steps
 
