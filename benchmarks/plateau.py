@@ -191,10 +191,10 @@ STEPS_PER_SECOND = {8: (7.36, 8.22), 12: (5.12, 5.79), 16: (4.06, 4.88), 24: (2.
 
 def table(rows, a) -> str:
     """The one-factor table (rows run for --steps), then the main-job table (rows with their own length)."""
-    factor = ["| row | factor | change | steps to 0.2 | accuracy at 400 | accuracy at 1,000 | loss at 1,000 |",
-              "|---|---|---|---|---|---|---|"]
-    main = ["| row | change | steps | training time, 1 / 2 threads | steps to 0.2 | accuracy at the end | "
-            "loss at the end |", "|---|---|---|---|---|---|---|"]
+    factor = ["| row | factor | change | flags after the recipe's | steps to 0.2 | accuracy at 400 | accuracy at 1,000 "
+              "| loss at 1,000 |", "|---|---|---|---|---|---|---|---|"]
+    main = ["| row | change | flags after the defaults | steps | training time, 1 / 2 threads | steps to 0.2 | "
+            "accuracy at the end | loss at the end |", "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         done = [run_dir(Path(a.out), row, s) for s in row.seeds
                 if finished(run_dir(Path(a.out), row, s), row.steps or a.steps)]
@@ -205,13 +205,14 @@ def table(rows, a) -> str:
         def fmt(key, f, none="–"):
             return " / ".join(none if r[key] is None else f.format(r[key]) for r in res)
 
+        flags = f"`{shlex.join(row.args)}`" if row.args else "–"
         if row.steps is None:
-            factor.append(f"| `{row.name}` | {row.factor} | {row.change} | {fmt('steps_to_0.2', '{}', 'never')} | "
+            factor.append(f"| `{row.name}` | {row.factor} | {row.change} | {flags} | {fmt('steps_to_0.2', '{}', 'never')} | "
                           f"{fmt('acc_400', '{:.3f}')} | {fmt('acc_1000', '{:.3f}')} | {fmt('loss_1000', '{:.2f}')} |")
         else:
             batch = int(float(row.args[row.args.index("--batch-seconds") + 1]))
             one, two = (row.steps / r for r in STEPS_PER_SECOND[batch])
-            main.append(f"| `{row.name}` | {row.change} | {row.steps} | {one:.0f} s / {two:.0f} s | "
+            main.append(f"| `{row.name}` | {row.change} | {flags} | {row.steps} | {one:.0f} s / {two:.0f} s | "
                         f"{fmt('steps_to_0.2', '{}', 'never')} | {fmt('acc_1000', '{:.3f}')} | "
                         f"{fmt('loss_1000', '{:.2f}')} |")
     return "\n".join(factor + ([""] + main if len(main) > 2 else []))
